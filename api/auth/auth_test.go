@@ -1,0 +1,146 @@
+package auth_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/livedrops/livedrops/api/auth"
+)
+
+var secret = []byte("0123456789abcdef0123456789abcdef")
+
+func newTokens(t *testing.T, now func() time.Time) *auth.Tokens {
+	t.Helper()
+	tk, err := auth.New(auth.Config{Secret: secret, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tk
+}
+
+func TestMintVerifyRoundTrip(t *testing.T) {
+	tk := newTokens(t, nil)
+	tok, err := tk.Mint(42, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := tk.Verify(tok)
+	if err != nil || got != 42 {
+		t.Fatalf("Verify = %d, %v; want 42, nil", got, err)
+	}
+}
+
+func TestVerifyRefuses(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	tk := newTokens(t, clock)
+	sign := func(claims jwt.Claims, method jwt.SigningMethod, key any) string {
+		s, err := jwt.NewWithClaims(method, claims).SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	base := func() jwt.RegisteredClaims {
+		return jwt.RegisteredClaims{Issuer: "livedrops", Subject: "7", Audience: jwt.ClaimStrings{"livedrops"},
+			IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))}
+	}
+	with := func(f func(*jwt.RegisteredClaims)) jwt.RegisteredClaims { c := base(); f(&c); return c }
+
+	tests := []struct {
+		name  string
+		token string
+	}{
+		{"empty", ""},
+		{"garbage", "not.a.jwt"},
+		{"wrong secret", sign(base(), jwt.SigningMethodHS256, []byte("another-secret-another-secret-xx"))},
+		{"alg none", sign(base(), jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType)},
+		{"HS512", sign(base(), jwt.SigningMethodHS512, secret)},
+		{"expired beyond leeway", sign(with(func(c *jwt.RegisteredClaims) { c.ExpiresAt = jwt.NewNumericDate(now.Add(-time.Minute)) }), jwt.SigningMethodHS256, secret)},
+		{"no expiry", sign(with(func(c *jwt.RegisteredClaims) { c.ExpiresAt = nil }), jwt.SigningMethodHS256, secret)},
+		{"not yet valid", sign(with(func(c *jwt.RegisteredClaims) { c.NotBefore = jwt.NewNumericDate(now.Add(time.Hour)) }), jwt.SigningMethodHS256, secret)},
+		{"other issuer", sign(with(func(c *jwt.RegisteredClaims) { c.Issuer = "evil" }), jwt.SigningMethodHS256, secret)},
+		{"other audience", sign(with(func(c *jwt.RegisteredClaims) { c.Audience = jwt.ClaimStrings{"other"} }), jwt.SigningMethodHS256, secret)},
+		{"subject not a number", sign(with(func(c *jwt.RegisteredClaims) { c.Subject = "alice" }), jwt.SigningMethodHS256, secret)},
+		{"subject zero", sign(with(func(c *jwt.RegisteredClaims) { c.Subject = "0" }), jwt.SigningMethodHS256, secret)},
+		{"subject negative", sign(with(func(c *jwt.RegisteredClaims) { c.Subject = "-3" }), jwt.SigningMethodHS256, secret)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			id, err := tk.Verify(tc.token)
+			if !errors.Is(err, auth.ErrInvalidToken) {
+				t.Fatalf("Verify = %d, %v; want ErrInvalidToken", id, err)
+			}
+		})
+	}
+}
+
+func TestClockSkewTolerated(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	minter := newTokens(t, func() time.Time { return now.Add(10 * time.Second) }) // issuer's clock runs ahead
+	verifier := newTokens(t, func() time.Time { return now })
+	tok, err := minter.Mint(9, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := verifier.Verify(tok); err != nil {
+		t.Fatalf("10 s of skew refused: %v", err)
+	}
+}
+
+func TestNewRefusesShortSecret(t *testing.T) {
+	if _, err := auth.New(auth.Config{Secret: []byte("short")}); err == nil {
+		t.Fatal("short secret accepted")
+	}
+}
+
+func TestMintRefusesBadUser(t *testing.T) {
+	if _, err := newTokens(t, nil).Mint(0, 0); err == nil {
+		t.Fatal("user 0 minted")
+	}
+}
+
+func TestBearerToken(t *testing.T) {
+	tests := []struct {
+		in, want string
+		ok       bool
+	}{
+		{"Bearer abc", "abc", true},
+		{"bearer  abc ", "abc", true},
+		{"Basic abc", "", false},
+		{"Bearer", "", false},
+		{"Bearer ", "", false},
+		{"", "", false},
+	}
+	for _, tc := range tests {
+		got, ok := auth.BearerToken(tc.in)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("BearerToken(%q) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func FuzzVerify(f *testing.F) {
+	tk, err := auth.New(auth.Config{Secret: secret})
+	if err != nil {
+		f.Fatal(err)
+	}
+	good, _ := tk.Mint(1, 0)
+	f.Add(good)
+	f.Add("")
+	f.Add("a.b.c")
+	f.Add(strings.Repeat("A", 1000))
+	f.Fuzz(func(t *testing.T, token string) {
+		id, err := tk.Verify(token)
+		if err == nil && id <= 0 {
+			t.Fatalf("accepted token with user id %d", id)
+		}
+		if err != nil && !errors.Is(err, auth.ErrInvalidToken) {
+			t.Fatalf("error %v does not wrap ErrInvalidToken", err)
+		}
+	})
+}

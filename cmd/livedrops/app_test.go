@@ -1,0 +1,263 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/livedrops/livedrops/api/auth"
+	"github.com/livedrops/livedrops/fanout/natstest"
+	"github.com/livedrops/livedrops/store/storetest"
+)
+
+func TestMain(m *testing.M) { storetest.Main(m) }
+
+// testConfig is a configuration for role against this package's servers, listening on a free port.
+func testConfig(t *testing.T, role, databaseURL string) Config {
+	t.Helper()
+	cfg, err := parseConfig(role, nil, env(map[string]string{
+		"LIVEDROPS_HTTP_ADDR":  "127.0.0.1:0",
+		"DATABASE_URL":         databaseURL,
+		"REDIS_URL":            "redis://" + storetest.RedisAddr(t) + "/0",
+		"NATS_URL":             natstest.Start(t).ClientURL(),
+		"LIVEDROPS_JWT_SECRET": strings.Repeat("k", 32),
+		"LIVEDROPS_DATA_DIR":   t.TempDir(),
+	}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func startApp(t *testing.T, cfg Config) *App {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	app, err := Start(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := app.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	})
+	return app
+}
+
+func get(t *testing.T, url string) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, body
+}
+
+// checkFor polls f until it returns nil or the timeout passes.
+func checkFor(t *testing.T, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %v", timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestEveryRoleServesProbesAndMetrics(t *testing.T) {
+	for _, role := range []string{"all", "api", "hub", "worker"} {
+		t.Run(role, func(t *testing.T) {
+			app := startApp(t, testConfig(t, role, storetest.NewMigratedDatabase(t)))
+			base := "http://" + app.Addr()
+
+			resp, body := get(t, base+"/healthz")
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("/healthz: got %d %s, want 200", resp.StatusCode, body)
+			}
+			if resp.Header.Get("X-Request-Id") == "" {
+				t.Error("/healthz: no X-Request-Id")
+			}
+
+			resp, body = get(t, base+"/readyz")
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("/readyz: got %d %s, want 200", resp.StatusCode, body)
+			}
+			var ready struct{ Checks map[string]string }
+			if err := json.Unmarshal(body, &ready); err != nil {
+				t.Fatal(err)
+			}
+			wantChecks := []string{"postgres", "redis"}
+			if useNATS, _ := uses(role); useNATS {
+				wantChecks = append(wantChecks, "nats")
+			}
+			for _, c := range wantChecks {
+				if ready.Checks[c] != "ok" {
+					t.Errorf("/readyz check %s: got %q, want ok (%s)", c, ready.Checks[c], body)
+				}
+			}
+
+			resp, _ = get(t, base+"/no/such/route")
+			if resp.StatusCode != http.StatusNotFound || resp.Header.Get("Content-Type") != "application/problem+json" {
+				t.Errorf("unknown route: got %d %q, want 404 problem+json", resp.StatusCode, resp.Header.Get("Content-Type"))
+			}
+
+			_, body = get(t, base+"/metrics")
+			for _, want := range []string{
+				`livedrops_http_requests_total{method="GET",route="/healthz",status="200"} 1`,
+				`livedrops_http_request_duration_seconds_bucket{method="GET",route="/readyz"`,
+				`livedrops_build_info{`,
+				`role="` + role + `"`,
+				`livedrops_db_pool_max_conns`,
+				`go_goroutines`,
+				`process_open_fds`,
+			} {
+				if !strings.Contains(string(body), want) {
+					t.Errorf("/metrics lacks %s", want)
+				}
+			}
+		})
+	}
+}
+
+func TestReadyzFailsWhenPostgresStops(t *testing.T) {
+	pg := storetest.StartPostgres(t)
+	app := startApp(t, testConfig(t, "api", pg.URL("postgres")))
+	base := "http://" + app.Addr()
+	if resp, body := get(t, base+"/readyz"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("/readyz before: got %d %s, want 200", resp.StatusCode, body)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := pg.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := get(t, base+"/readyz")
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz after PostgreSQL stopped: got %d %s, want 503", resp.StatusCode, body)
+	}
+	var problem struct{ Code, Detail string }
+	if err := json.Unmarshal(body, &problem); err != nil {
+		t.Fatal(err)
+	}
+	if problem.Code != "not_ready" || !strings.Contains(problem.Detail, "postgres") {
+		t.Fatalf("/readyz problem: got %+v, want code not_ready naming postgres", problem)
+	}
+	if resp, _ := get(t, base+"/healthz"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("/healthz must stay 200 while a dependency is down, got %d", resp.StatusCode)
+	}
+}
+
+// Shutdown fails readiness first and keeps serving through the drain delay, then closes the listener.
+func TestShutdownFailsReadinessBeforeClosing(t *testing.T) {
+	cfg := testConfig(t, "all", storetest.NewMigratedDatabase(t))
+	cfg.DrainDelay = 2 * time.Second
+	app, err := Start(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + app.Addr()
+	done := make(chan error, 1)
+	go func() { done <- app.Shutdown(context.Background()) }()
+
+	checkFor(t, time.Second, func() error {
+		resp, _ := get(t, base+"/readyz")
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			return fmt.Errorf("/readyz while draining: got %d, want 503", resp.StatusCode)
+		}
+		return nil
+	})
+	if resp, _ := get(t, base+"/healthz"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("/healthz while draining: got %d, want 200", resp.StatusCode)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Shutdown did not return")
+	}
+	if _, err := http.Get(base + "/healthz"); err == nil {
+		t.Fatal("listener still open after Shutdown")
+	}
+}
+
+func TestRunTokenAndVersion(t *testing.T) {
+	secret := strings.Repeat("z", 32)
+	var out strings.Builder
+	err := run(context.Background(), []string{"token", "-user", "42"},
+		env(map[string]string{"LIVEDROPS_JWT_SECRET": secret}), &out, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := auth.New(auth.Config{Secret: []byte(secret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := tokens.Verify(strings.TrimSpace(out.String())); err != nil || id != 42 {
+		t.Fatalf("minted token: Verify = %d, %v; want 42", id, err)
+	}
+
+	// Without a secret the token command uses, and creates, the dev stack's secret in the data dir.
+	dir := t.TempDir()
+	var a, b strings.Builder
+	for _, w := range []*strings.Builder{&a, &b} {
+		if err := run(context.Background(), []string{"token", "-user", "1"},
+			env(map[string]string{"LIVEDROPS_DATA_DIR": dir}), w, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+	}
+	devSecret, err := loadOrCreateSecret(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	devTokens, _ := auth.New(auth.Config{Secret: []byte(devSecret)})
+	if _, err := devTokens.Verify(strings.TrimSpace(b.String())); err != nil {
+		t.Fatalf("token not signed with the data dir's secret: %v", err)
+	}
+
+	out.Reset()
+	if err := run(context.Background(), []string{"version"}, env(nil), &out, io.Discard); err != nil || !strings.HasPrefix(out.String(), "livedrops ") {
+		t.Fatalf("version: %q, %v", out.String(), err)
+	}
+}
+
+func TestRunUsageErrors(t *testing.T) {
+	for _, args := range [][]string{nil, {"frobnicate"}, {"api", "-no-such-flag"}} {
+		if err := run(context.Background(), args, env(nil), io.Discard, io.Discard); !isUsage(err) {
+			t.Errorf("run(%q): got %v, want a usage error", args, err)
+		}
+	}
+}
+
+func TestRunMigrate(t *testing.T) {
+	url := storetest.NewDatabase(t)
+	for i := 0; i < 2; i++ { // a second run finds nothing to do
+		if err := run(context.Background(), []string{"migrate"}, env(map[string]string{"DATABASE_URL": url}), io.Discard, io.Discard); err != nil {
+			t.Fatalf("migrate run %d: %v", i+1, err)
+		}
+	}
+}
+
+func isUsage(err error) bool { return errors.Is(err, errUsage) }

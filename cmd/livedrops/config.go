@@ -1,0 +1,320 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/livedrops/livedrops/api/auth"
+	"github.com/livedrops/livedrops/fanout/natslocal"
+)
+
+// Config is everything the binary can be told, parsed once from flags and the environment (a flag wins
+// over its variable) and validated before anything starts. README.md's configuration table documents
+// each setting; keep the two in step.
+type Config struct {
+	Role string // all, api, hub or worker; for other commands the command name
+
+	HTTPAddr        string
+	DatabaseURL     string
+	RedisURL        string
+	NatsURL         string
+	DataDir         string
+	JWTSecret       string
+	JWTIssuer       string
+	JWTAudience     string
+	LogLevel        slog.Level
+	LogFormat       string
+	ShutdownTimeout time.Duration
+	DrainDelay      time.Duration
+	BodyLimit       int64
+	DBMaxConns      int32
+	NatsSync        string
+
+	// token command
+	TokenUser int64
+	TokenTTL  time.Duration
+}
+
+// setting ties a flag to its environment variable, so both and the README table stay one list.
+type setting struct {
+	flag, env, def, usage string
+	set                   func(c *Config, v string) error
+}
+
+func settings() []setting {
+	return []setting{
+		{"http-addr", "LIVEDROPS_HTTP_ADDR", ":8080", "address the HTTP server listens on",
+			func(c *Config, v string) error {
+				if _, _, err := net.SplitHostPort(v); err != nil {
+					return fmt.Errorf("not host:port: %w", err)
+				}
+				c.HTTPAddr = v
+				return nil
+			}},
+		{"database-url", "DATABASE_URL", "", "PostgreSQL URL; empty with `all`: start PostgreSQL in the data dir",
+			func(c *Config, v string) error { return setURL(&c.DatabaseURL, v, "postgres", "postgresql") }},
+		{"redis-url", "REDIS_URL", "", "Redis URL; empty with `all`: start redis-server in the data dir",
+			func(c *Config, v string) error { return setURL(&c.RedisURL, v, "redis", "rediss") }},
+		{"nats-url", "NATS_URL", "", "NATS URL (comma-separated for a cluster); empty with `all`: embed NATS",
+			func(c *Config, v string) error {
+				for _, u := range strings.Split(v, ",") {
+					if err := setURL(new(string), strings.TrimSpace(u), "nats", "tls"); err != nil {
+						return err
+					}
+				}
+				c.NatsURL = v
+				return nil
+			}},
+		{"data-dir", "LIVEDROPS_DATA_DIR", "data", "folder of the dev stack: PostgreSQL, Redis and NATS data and the generated JWT secret",
+			func(c *Config, v string) error {
+				if strings.TrimSpace(v) == "" {
+					return errors.New("must not be empty")
+				}
+				c.DataDir = v
+				return nil
+			}},
+		{"jwt-secret", "LIVEDROPS_JWT_SECRET", "", "HMAC secret of the tokens (>= 32 bytes); empty with `all`/`token`: generated once into the data dir",
+			func(c *Config, v string) error {
+				if v != "" && len(v) < auth.MinSecretLen {
+					return fmt.Errorf("is %d bytes, need at least %d", len(v), auth.MinSecretLen)
+				}
+				c.JWTSecret = v
+				return nil
+			}},
+		{"jwt-issuer", "LIVEDROPS_JWT_ISSUER", "livedrops", "iss claim written and required",
+			func(c *Config, v string) error { c.JWTIssuer = v; return nonEmpty(v) }},
+		{"jwt-audience", "LIVEDROPS_JWT_AUDIENCE", "livedrops", "aud claim written and required",
+			func(c *Config, v string) error { c.JWTAudience = v; return nonEmpty(v) }},
+		{"log-level", "LIVEDROPS_LOG_LEVEL", "info", "debug, info, warn or error",
+			func(c *Config, v string) error { return c.LogLevel.UnmarshalText([]byte(v)) }},
+		{"log-format", "LIVEDROPS_LOG_FORMAT", "json", "json or text",
+			func(c *Config, v string) error {
+				if v != "json" && v != "text" {
+					return errors.New(`want "json" or "text"`)
+				}
+				c.LogFormat = v
+				return nil
+			}},
+		{"shutdown-timeout", "LIVEDROPS_SHUTDOWN_TIMEOUT", "25s", "deadline for the whole graceful shutdown",
+			func(c *Config, v string) error { return setDuration(&c.ShutdownTimeout, v, time.Second) }},
+		{"drain-delay", "LIVEDROPS_DRAIN_DELAY", "0s", "time between /readyz turning 503 and the listener closing (give load balancers time to notice)",
+			func(c *Config, v string) error { return setDuration(&c.DrainDelay, v, 0) }},
+		{"body-limit", "LIVEDROPS_BODY_LIMIT", "1048576", "largest request body in bytes; larger is 413",
+			func(c *Config, v string) error {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil || n < 1024 || n > 64<<20 {
+					return errors.New("want bytes between 1024 and 67108864")
+				}
+				c.BodyLimit = n
+				return nil
+			}},
+		{"db-max-conns", "LIVEDROPS_DB_MAX_CONNS", "0", "PostgreSQL pool size; 0 means 4 per CPU",
+			func(c *Config, v string) error {
+				n, err := strconv.ParseInt(v, 10, 32)
+				if err != nil || n < 0 || n > 1000 {
+					return errors.New("want 0..1000")
+				}
+				c.DBMaxConns = int32(n)
+				return nil
+			}},
+		{"nats-sync", "LIVEDROPS_NATS_SYNC", "always", "JetStream disk sync of the embedded NATS: always, or an interval such as 2m",
+			func(c *Config, v string) error {
+				if _, _, err := natslocal.ParseSync(v); err != nil {
+					return err
+				}
+				c.NatsSync = v
+				return nil
+			}},
+	}
+}
+
+func nonEmpty(v string) error {
+	if strings.TrimSpace(v) == "" {
+		return errors.New("must not be empty")
+	}
+	return nil
+}
+
+func setURL(dst *string, v string, schemes ...string) error {
+	if v == "" {
+		*dst = ""
+		return nil
+	}
+	u, err := url.Parse(v)
+	if err != nil {
+		// url.Error repeats the whole URL, password included: keep only its reason.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("not a valid URL: %w", err)
+	}
+	for _, s := range schemes {
+		if u.Scheme == s {
+			if u.Host == "" {
+				return errors.New("URL has no host")
+			}
+			*dst = v
+			return nil
+		}
+	}
+	return fmt.Errorf("scheme %q, want %s", u.Scheme, strings.Join(schemes, " or "))
+}
+
+func setDuration(dst *time.Duration, v string, minimum time.Duration) error {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return fmt.Errorf("not a duration such as 25s: %w", err)
+	}
+	if d < minimum {
+		return fmt.Errorf("must be at least %s", minimum)
+	}
+	*dst = d
+	return nil
+}
+
+// errUsage marks a command-line mistake: the caller prints usage and exits 2.
+var errUsage = errors.New("usage")
+
+// parseConfig reads the flags of command cmd and the environment through getenv. Every bad value is
+// reported at once, naming the flag, its variable and what is wanted.
+func parseConfig(cmd string, args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+	cfg := Config{Role: cmd}
+	fs := flag.NewFlagSet("livedrops "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	all := settings()
+	values := make([]*string, len(all))
+	for i, s := range all {
+		def := s.def
+		if v, ok := lookup(getenv, s.env); ok {
+			def = v
+		}
+		values[i] = fs.String(s.flag, def, s.usage+" (env "+s.env+")")
+	}
+	var tokenUser int64
+	var tokenTTL time.Duration
+	if cmd == "token" {
+		fs.Int64Var(&tokenUser, "user", 0, "user id the token is for (required)")
+		fs.DurationVar(&tokenTTL, "ttl", 24*time.Hour, "lifetime of the token")
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	var errs []error
+	for i, s := range all {
+		if err := s.set(&cfg, *values[i]); err != nil {
+			errs = append(errs, fmt.Errorf("-%s / %s = %q: %w", s.flag, s.env, mask(s, *values[i]), err))
+		}
+	}
+	if cmd == "token" {
+		if tokenUser <= 0 {
+			errs = append(errs, fmt.Errorf("-user: want a positive user id, got %d", tokenUser))
+		}
+		if tokenTTL <= 0 {
+			errs = append(errs, fmt.Errorf("-ttl: want a positive duration, got %s", tokenTTL))
+		}
+		cfg.TokenUser, cfg.TokenTTL = tokenUser, tokenTTL
+	}
+	if len(errs) == 0 {
+		errs = append(errs, cfg.validateRole())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return cfg, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	return cfg, nil
+}
+
+// validateRole checks what only the dev stack may leave empty.
+func (c Config) validateRole() error {
+	var errs []error
+	need := func(ok bool, what string) {
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s is required for `livedrops %s` (only `all` starts a dev stack by itself)", what, c.Role))
+		}
+	}
+	switch c.Role {
+	case "api", "hub", "worker":
+		need(c.DatabaseURL != "", "DATABASE_URL")
+		need(c.RedisURL != "", "REDIS_URL")
+		need(c.NatsURL != "", "NATS_URL")
+		need(c.JWTSecret != "" || c.Role == "worker", "LIVEDROPS_JWT_SECRET")
+	case "migrate":
+		need(c.DatabaseURL != "", "DATABASE_URL")
+	}
+	return errors.Join(errs...)
+}
+
+func lookup(getenv func(string) string, key string) (string, bool) {
+	v := getenv(key)
+	return v, v != ""
+}
+
+// LogValue shows the configuration with secrets masked, for the start-up log line.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("role", c.Role),
+		slog.String("http_addr", c.HTTPAddr),
+		slog.String("database_url", maskURL(c.DatabaseURL)),
+		slog.String("redis_url", maskURL(c.RedisURL)),
+		slog.String("nats_url", maskURL(c.NatsURL)),
+		slog.String("data_dir", c.DataDir),
+		slog.String("jwt_secret", maskSecret(c.JWTSecret)),
+		slog.String("jwt_issuer", c.JWTIssuer),
+		slog.String("jwt_audience", c.JWTAudience),
+		slog.String("log_level", c.LogLevel.String()),
+		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
+		slog.Duration("drain_delay", c.DrainDelay),
+		slog.Int64("body_limit", c.BodyLimit),
+		slog.Int("db_max_conns", int(c.DBMaxConns)),
+		slog.String("nats_sync", c.NatsSync),
+	)
+}
+
+func mask(s setting, v string) string {
+	switch s.env {
+	case "LIVEDROPS_JWT_SECRET":
+		return maskSecret(v)
+	case "DATABASE_URL", "REDIS_URL", "NATS_URL":
+		return maskURL(v)
+	}
+	return v
+}
+
+func maskSecret(v string) string {
+	if v == "" {
+		return ""
+	}
+	return "***"
+}
+
+// maskURL hides the password of every URL in a comma-separated list.
+func maskURL(v string) string {
+	parts := strings.Split(v, ",")
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		if err != nil {
+			parts[i] = "***"
+			continue
+		}
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "xxx")
+		}
+		if q := u.Query(); q.Has("password") {
+			q.Set("password", "xxx")
+			u.RawQuery = q.Encode()
+		}
+		parts[i] = strings.ReplaceAll(u.String(), "xxx", "***")
+	}
+	return strings.Join(parts, ",")
+}
