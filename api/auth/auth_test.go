@@ -144,3 +144,18 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+func FuzzBearerToken(f *testing.F) {
+	for _, s := range []string{"Bearer abc", "bearer\tx", "Basic Zm9v", "", "Bearer", " Bearer  t "} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, header string) {
+		tok, ok := auth.BearerToken(header)
+		if ok != (tok != "") {
+			t.Fatalf("BearerToken(%q) = %q, %v: ok must mean a token", header, tok, ok)
+		}
+		if ok && (strings.TrimSpace(tok) != tok || !strings.Contains(header, tok)) {
+			t.Fatalf("BearerToken(%q) = %q: not a trimmed part of the header", header, tok)
+		}
+	})
+}
