@@ -1,0 +1,56 @@
+# LiveDrops: thin wrappers around go and the system tools. `make run` and `make test` are all most
+# people need; .ci/run calls `make test`.
+
+GO    ?= go
+BIN   := bin/livedrops
+# Extra flags for `make run`, e.g. make run ARGS="-log-format text -http-addr :9090".
+ARGS  ?=
+
+# Go files to format and check: everything but .git, bin/, the dev stack's data/ and node_modules/.
+GOFILES = $(shell find . \( -path ./.git -o -path ./bin -o -path ./data -o -name node_modules \) -prune \
+	-o -name '*.go' -type f -print)
+
+.PHONY: run test lint build fmt clean-data
+
+## run: every role in one process on :8080, with PostgreSQL, Redis and NATS started in ./data.
+# Installs redis-server and the PostgreSQL server binaries first when they are missing. The binary
+# replaces the recipe's shell (exec), so Ctrl-C reaches it directly and make ends when it does.
+run:
+	@.ci/deps.sh redis-server postgresql
+	$(GO) build -o $(BIN) ./cmd/livedrops
+	exec ./$(BIN) all $(ARGS)
+
+## test: install missing system packages, lint, then every test with the race detector.
+test:
+	@.ci/deps.sh redis-server postgresql docker-compose
+	@$(MAKE) --no-print-directory lint
+	$(GO) test -race -count=1 ./...
+
+## lint: gofmt (must print nothing), go vet, staticcheck (pinned in go.mod), docker-compose config.
+lint:
+	@unformatted=$$(gofmt -l $(GOFILES)); \
+	if [ -n "$$unformatted" ]; then \
+		echo "gofmt: these files need formatting (run make fmt):"; echo "$$unformatted"; exit 1; \
+	fi
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+	@command -v docker-compose >/dev/null || \
+		{ echo "docker-compose is missing: .ci/deps.sh docker-compose installs it"; exit 1; }
+	docker-compose -f docker-compose.yml config -q
+
+## build: the binary at bin/livedrops.
+build:
+	$(GO) build -o $(BIN) ./cmd/livedrops
+
+## fmt: gofmt every Go file in place.
+fmt:
+	gofmt -w $(GOFILES)
+
+## clean-data: delete ./data, the dev stack's PostgreSQL, Redis and NATS data and its JWT secret.
+# It asks nothing. Stop `make run` first.
+clean-data:
+	rm -rf ./data
+
+# bench-*: the benchmark targets (bench-reads, bench-orders, bench-events, bench-fanout) drive the
+# load generators in loadtest/ and land with the issues that build what they measure; each prints one
+# final `RESULT key=value ...` line. None exists yet.
