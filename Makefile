@@ -5,12 +5,18 @@ GO    ?= go
 BIN   := bin/livedrops
 # Extra flags for `make run`, e.g. make run ARGS="-log-format text -http-addr :9090".
 ARGS  ?=
+# Extra flags for the load generator of `make bench-reads`, e.g. READS_ARGS="-duration 30s -levels 8,16".
+READS_ARGS ?=
+# Extra flags for the load generator of `make bench-orders`, e.g. ORDERS_ARGS="-runs 1 -attempts 10000".
+ORDERS_ARGS ?=
+# Extra flags for the load generator of `make bench-events`, e.g. EVENTS_ARGS="-duration 10s -syncs always".
+EVENTS_ARGS ?=
 
 # Go files to format and check: everything but .git, bin/, the dev stack's data/ and node_modules/.
 GOFILES = $(shell find . \( -path ./.git -o -path ./bin -o -path ./data -o -name node_modules \) -prune \
 	-o -name '*.go' -type f -print)
 
-.PHONY: run test lint build fmt clean-data
+.PHONY: run test lint build fmt clean-data bench-reads bench-orders bench-events
 
 ## run: every role in one process on :8080, with PostgreSQL, Redis and NATS started in ./data.
 # Installs redis-server and the PostgreSQL server binaries first when they are missing. The binary
@@ -53,4 +59,30 @@ clean-data:
 
 # bench-*: the benchmark targets (bench-reads, bench-orders, bench-events, bench-fanout) drive the
 # load generators in loadtest/ and land with the issues that build what they measure; each prints one
-# final `RESULT key=value ...` line. None exists yet.
+# final `RESULT key=value ...` line.
+
+## bench-reads: the read mix (drops, product pages, creators, deep follower pages of a creator with
+# 1,000,000 followers) against a fresh dev stack in a temporary dir, cache on then off (BENCHMARKS.md).
+bench-reads:
+	@.ci/deps.sh redis-server postgresql
+	$(GO) build -o $(BIN) ./cmd/livedrops
+	$(GO) run ./loadtest/reads -bin $(BIN) $(READS_ARGS)
+
+## bench-orders: a flash sale on one hot drop (10,000 units, 5 per buyer) through the REST API, 2,000
+# then 500 closed-loop buyers, 50,000 attempts a run, the baseline (one transaction per order, pools 4,
+# 8 and 16, the fastest kept) against the batched mode, alternating, 3 runs each; checks the books
+# after every run (BENCHMARKS.md). Runs `livedrops all` when it has LIVEDROPS_ORDER_MODE, else a
+# server built into the generator.
+bench-orders:
+	@.ci/deps.sh redis-server postgresql
+	$(GO) build -o $(BIN) ./cmd/livedrops
+	$(GO) run ./loadtest/orders -bin $(BIN) $(ORDERS_ARGS)
+
+## bench-events: the outbox relay's commit-to-stream latency under 2,000 outbox rows a second and how
+# late drop.started is after start_time over 200 drops starting meanwhile, with JetStream syncing every
+# write, then on an interval (2m); on a PostgreSQL and an embedded NATS it starts in a temporary dir and
+# removes after, the relay and the scheduler running in the generator as the worker runs them
+# (BENCHMARKS.md).
+bench-events:
+	@.ci/deps.sh postgresql
+	$(GO) run ./loadtest/events $(EVENTS_ARGS)

@@ -15,6 +15,7 @@ var (
 	ErrInvalid             = errors.New("invalid argument")
 	ErrForbidden           = errors.New("forbidden")
 	ErrEmailTaken          = errors.New("email taken")
+	ErrAlreadyExists       = errors.New("already exists")
 	ErrSoldOut             = errors.New("sold out")
 	ErrDropNotLive         = errors.New("drop not live")
 	ErrLimitExceeded       = errors.New("per-user limit exceeded")
@@ -28,6 +29,7 @@ var codes = map[error]string{
 	ErrInvalid:             "invalid_argument",
 	ErrForbidden:           "forbidden",
 	ErrEmailTaken:          "email_taken",
+	ErrAlreadyExists:       "already_exists",
 	ErrSoldOut:             "sold_out",
 	ErrDropNotLive:         "drop_not_live",
 	ErrLimitExceeded:       "limit_exceeded",

@@ -36,6 +36,9 @@ type App struct {
 	rdb    goredis.UniversalClient
 	nc     *nats.Conn
 	tokens *auth.Tokens
+	// cache is the REST API's Redis cache (roles api and all, unless LIVEDROPS_CACHE=off); whoever
+	// commits a drop change calls cache.InvalidateDrop after the commit.
+	cache *redis.Cache
 
 	registry *prometheus.Registry
 	health   *httpkit.Health
@@ -118,6 +121,11 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err er
 	router.Get("/healthz", a.health.Healthz)
 	router.Get("/readyz", a.health.Readyz)
 	router.Handle("/metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{Registry: a.registry}))
+	if cfg.Role == "api" || cfg.Role == "all" {
+		if err := a.mountAPI(router); err != nil {
+			return a, err
+		}
+	}
 
 	a.ln, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {

@@ -38,9 +38,28 @@ type Config struct {
 	DBMaxConns      int32
 	NatsSync        string
 
+	// api role
+	Cache          bool
+	CachePrefix    string
+	CacheDropTTL   time.Duration
+	CacheLocalTTL  time.Duration
+	RateUser       int
+	RateIP         int
+	RequestTimeout time.Duration
+
 	// token command
 	TokenUser int64
 	TokenTTL  time.Duration
+
+	// seed command
+	Seed seedFlags
+}
+
+// seedFlags are the flags of `livedrops seed`.
+type seedFlags struct {
+	Users, Creators, Products, Drops, Followers int
+	TokensFile                                  string
+	TokenTTL                                    time.Duration
 }
 
 // setting ties a flag to its environment variable, so both and the README table stay one list.
@@ -125,6 +144,30 @@ func settings() []setting {
 				c.DBMaxConns = int32(n)
 				return nil
 			}},
+		{"cache", "LIVEDROPS_CACHE", "on", "Redis cache of drops, products, creators and follower pages: on or off (reads then all go to PostgreSQL)",
+			func(c *Config, v string) error {
+				switch v {
+				case "on", "true", "1":
+					c.Cache = true
+				case "off", "false", "0":
+					c.Cache = false
+				default:
+					return errors.New(`want "on" or "off"`)
+				}
+				return nil
+			}},
+		{"cache-prefix", "LIVEDROPS_CACHE_PREFIX", "ld:", "prefix of every cache and rate-limit key in Redis",
+			func(c *Config, v string) error { c.CachePrefix = v; return nonEmpty(v) }},
+		{"cache-drop-ttl", "LIVEDROPS_CACHE_DROP_TTL", "750ms", "longest a drop (and its stock_count) stays in Redis: the bound on staleness after a racing write",
+			func(c *Config, v string) error { return setDuration(&c.CacheDropTTL, v, time.Millisecond) }},
+		{"cache-local-ttl", "LIVEDROPS_CACHE_LOCAL_TTL", "250ms", "how long a process keeps cached values in memory; adds to every staleness bound across processes (0s: off)",
+			func(c *Config, v string) error { return setDuration(&c.CacheLocalTTL, v, 0) }},
+		{"rate-user", "LIVEDROPS_RATE_USER", "50", "writes per second each user may make (burst twice that); 0 turns the limit off",
+			func(c *Config, v string) error { return setRate(&c.RateUser, v) }},
+		{"rate-ip", "LIVEDROPS_RATE_IP", "2000", "writes per second from each client address (burst twice that); 0 turns the limit off",
+			func(c *Config, v string) error { return setRate(&c.RateIP, v) }},
+		{"request-timeout", "LIVEDROPS_REQUEST_TIMEOUT", "10s", "deadline of each REST request (503 timeout past it)",
+			func(c *Config, v string) error { return setDuration(&c.RequestTimeout, v, time.Millisecond) }},
 		{"nats-sync", "LIVEDROPS_NATS_SYNC", "always", "JetStream disk sync of the embedded NATS: always, or an interval such as 2m",
 			func(c *Config, v string) error {
 				if _, _, err := natslocal.ParseSync(v); err != nil {
@@ -134,6 +177,15 @@ func settings() []setting {
 				return nil
 			}},
 	}
+}
+
+func setRate(dst *int, v string) error {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > 1_000_000 {
+		return errors.New("want requests per second from 0 (off) to 1000000")
+	}
+	*dst = n
+	return nil
 }
 
 func nonEmpty(v string) error {
@@ -205,6 +257,16 @@ func parseConfig(cmd string, args []string, getenv func(string) string, stderr i
 		fs.Int64Var(&tokenUser, "user", 0, "user id the token is for (required)")
 		fs.DurationVar(&tokenTTL, "ttl", 24*time.Hour, "lifetime of the token")
 	}
+	var seed seedFlags
+	if cmd == "seed" {
+		fs.IntVar(&seed.Users, "users", 1000, "accounts to create (at least creators + followers are)")
+		fs.IntVar(&seed.Creators, "creators", 10, "of the users, how many become creators; the first is the celebrity")
+		fs.IntVar(&seed.Products, "products", 200, "products, spread over the creators")
+		fs.IntVar(&seed.Drops, "drops", 50, "drops, spread over the products (three in four live now)")
+		fs.IntVar(&seed.Followers, "followers", 0, "followers of the celebrity (the first creator)")
+		fs.StringVar(&seed.TokensFile, "tokens-file", "", "write `user_id token` of every follower to this file, one per line")
+		fs.DurationVar(&seed.TokenTTL, "token-ttl", 24*time.Hour, "lifetime of the tokens written")
+	}
 	if err := fs.Parse(args); err != nil {
 		return cfg, fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -225,6 +287,21 @@ func parseConfig(cmd string, args []string, getenv func(string) string, stderr i
 			errs = append(errs, fmt.Errorf("-ttl: want a positive duration, got %s", tokenTTL))
 		}
 		cfg.TokenUser, cfg.TokenTTL = tokenUser, tokenTTL
+	}
+	if cmd == "seed" {
+		if seed.Users < 0 || seed.Creators < 0 || seed.Products < 0 || seed.Drops < 0 || seed.Followers < 0 {
+			errs = append(errs, errors.New("seed: counts must not be negative"))
+		}
+		if (seed.Products > 0 || seed.Followers > 0) && seed.Creators == 0 {
+			errs = append(errs, errors.New("seed: -products and -followers need -creators >= 1"))
+		}
+		if seed.Drops > 0 && seed.Products == 0 {
+			errs = append(errs, errors.New("seed: -drops needs -products >= 1"))
+		}
+		if seed.TokenTTL <= 0 {
+			errs = append(errs, fmt.Errorf("-token-ttl: want a positive duration, got %s", seed.TokenTTL))
+		}
+		cfg.Seed = seed
 	}
 	if len(errs) == 0 {
 		errs = append(errs, cfg.validateRole())
@@ -278,6 +355,13 @@ func (c Config) LogValue() slog.Value {
 		slog.Int64("body_limit", c.BodyLimit),
 		slog.Int("db_max_conns", int(c.DBMaxConns)),
 		slog.String("nats_sync", c.NatsSync),
+		slog.Bool("cache", c.Cache),
+		slog.String("cache_prefix", c.CachePrefix),
+		slog.Duration("cache_drop_ttl", c.CacheDropTTL),
+		slog.Duration("cache_local_ttl", c.CacheLocalTTL),
+		slog.Int("rate_user", c.RateUser),
+		slog.Int("rate_ip", c.RateIP),
+		slog.Duration("request_timeout", c.RequestTimeout),
 	)
 }
 

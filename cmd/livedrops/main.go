@@ -31,6 +31,8 @@ Usage:
   livedrops worker  [flags]   outbox relay, drop scheduler, notifier
   livedrops migrate [flags]   apply database migrations and exit
   livedrops token --user N    print a bearer token for user N (for load tools)
+  livedrops seed    [flags]   fill the database with demo and load-test data (COPY); against
+                              DATABASE_URL, or the dev stack's PostgreSQL in the data dir when empty
   livedrops version           print the version
 
 Run "livedrops <command> -h" for the flags of a command; every flag also reads an environment
@@ -66,7 +68,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
-	case "all", "api", "hub", "worker", "migrate", "token":
+	case "all", "api", "hub", "worker", "migrate", "token", "seed":
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
@@ -81,6 +83,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch cmd {
 	case "migrate":
 		return postgres.Migrate(ctx, cfg.DatabaseURL, logger)
+	case "seed":
+		return runSeed(ctx, cfg, logger, stdout)
 	case "token":
 		tokens, err := newTokens(cfg)
 		if err != nil {

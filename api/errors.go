@@ -1,0 +1,89 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/livedrops/livedrops/api/httpkit"
+	"github.com/livedrops/livedrops/store"
+)
+
+// statusOf is the HTTP status of each stable error code.
+var statusOf = map[string]int{
+	"invalid_argument":       http.StatusBadRequest,
+	"unauthorized":           http.StatusUnauthorized,
+	"forbidden":              http.StatusForbidden,
+	"not_found":              http.StatusNotFound,
+	"email_taken":            http.StatusConflict,
+	"already_exists":         http.StatusConflict,
+	"sold_out":               http.StatusConflict,
+	"drop_not_live":          http.StatusConflict,
+	"limit_exceeded":         http.StatusConflict,
+	"request_in_progress":    http.StatusConflict,
+	"payload_too_large":      http.StatusRequestEntityTooLarge,
+	"unsupported_media_type": http.StatusUnsupportedMediaType,
+	"idempotency_mismatch":   http.StatusUnprocessableEntity,
+	"rate_limited":           http.StatusTooManyRequests,
+	"unavailable":            http.StatusServiceUnavailable,
+	"timeout":                http.StatusServiceUnavailable,
+}
+
+// requestError is a problem with the request itself (its body, path, query or credentials), found
+// before any store is asked.
+type requestError struct {
+	code   string
+	detail string
+	// retryAfter, when positive, is sent as Retry-After (rate_limited).
+	retryAfter time.Duration
+}
+
+func (e *requestError) Error() string { return e.code + ": " + e.detail }
+
+func badRequest(format string, args ...any) error {
+	return &requestError{code: "invalid_argument", detail: fmt.Sprintf(format, args...)}
+}
+
+// writeError answers err as problem+json: a *requestError as it says; a *store.FieldError as 400
+// naming the field; an error wrapping a store sentinel with the sentinel's code and status; a deadline
+// as 503 timeout. Anything else is logged with the request id and answered as a plain 500.
+func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	p := httpkit.Problem{}
+	var re *requestError
+	var fe *store.FieldError
+	switch {
+	case errors.As(err, &re):
+		p.Code, p.Detail = re.code, re.detail
+		if re.code == "unauthorized" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="livedrops"`)
+		}
+		if re.retryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(re.retryAfter.Seconds()))))
+		}
+	case errors.As(err, &fe):
+		p.Code, p.Detail = "invalid_argument", fe.Field+": "+fe.Detail
+	case store.Code(err) != "":
+		p.Code, p.Detail = store.Code(err), err.Error()
+	case errors.Is(err, context.DeadlineExceeded):
+		p.Code, p.Detail = "timeout", "the request took too long; try again later"
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away; nobody reads the answer. 499 in the access log, as nginx says.
+		w.WriteHeader(499)
+		return
+	default:
+		a.logger.LogAttrs(r.Context(), slog.LevelError, "request failed",
+			slog.String("request_id", httpkit.RequestIDFrom(r.Context())),
+			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("err", err))
+		p.Code, p.Detail = "internal", "an internal error occurred; quote the request id when reporting it"
+	}
+	p.Status = statusOf[p.Code]
+	if p.Status == 0 {
+		p.Status = http.StatusInternalServerError
+	}
+	httpkit.WriteProblem(w, r, p)
+}

@@ -1,0 +1,274 @@
+// Command orders is the order benchmark of LiveDrops (make bench-orders): a flash sale on one hot drop,
+// through the real HTTP API, in the baseline mode (one transaction per order, at pool sizes 4, 8 and 16)
+// and the optimised mode (a group-commit batcher per drop and a sold-out flag in memory), alternating.
+//
+// It is self-contained: it starts PostgreSQL (durable, synchronous_commit on) and Redis in a temporary
+// dir, migrates, creates the buyers, a creator and a product, and then for every run starts a server
+// in the mode of the run, creates a fresh drop (10,000 units, 5 per buyer), and drives closed-loop
+// buyers at it, each a distinct user (a buyer whose user holds max_per_user moves on to a fresh user),
+// until 50,000 attempts have been answered. Some requests are sent again with the same key, one after
+// the other or two at once, and must answer the same order. After every run it checks the database:
+// the units confirmed, nothing oversold, no key holding two orders, and every order a buyer was told
+// about present.
+//
+// The server is the real binary (`livedrops all`, LIVEDROPS_ORDER_MODE) when it has the order mode
+// setting, or else a small server in this program (`orders serve`) that wires the same api package and
+// stores the way cmd/livedrops does. -server chooses.
+//
+// It prints one line per run and, at the end,
+//
+//	RESULT confirmed=... oversold=... duplicate_orders=... orders_per_s=... selling_speedup=... speedup=... p50_ms=... p95_ms=... p99_ms=... p95_500_ms=...
+//
+// confirmed: the fewest units any run confirmed, by the database or by the answers buyers got (every
+// run should confirm the whole stock); oversold:
+// the most any run sold beyond the stock; duplicate_orders: over all runs, keys answered with two
+// different orders or holding two orders; orders_per_s: the optimised mode's median confirmed units
+// per second until the stock hit 0, at the first (largest) buyer count; selling_speedup: that over the
+// baseline's at its fastest pool; speedup: the same for attempts per second over the whole stream;
+// p50/p95/p99: the optimised mode's latencies at the first buyer count (medians over its runs);
+// p95_500_ms: its p95 at the second buyer count (500). It exits 1 when a correctness check failed
+// (oversold, a duplicate, a wrong replay, a confirmed order missing from the database, or a run that
+// did not sell the whole stock), after printing the RESULT line.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	bin        string
+	server     string // auto, binary or builtin
+	runs       int
+	attempts   int
+	stock      int
+	maxPerUser int
+	buyers     []int
+	pools      []int
+	retryPct   float64
+	dupPct     float64
+	timeout    time.Duration
+	keepData   bool
+	serverEnv  []string
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "serve" {
+		if err := serveMain(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "orders serve:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	var o options
+	var buyers, pools string
+	var env stringList
+	flag.StringVar(&o.bin, "bin", "bin/livedrops", "the livedrops binary")
+	flag.StringVar(&o.server, "server", "auto", "the server: binary (livedrops all), builtin (orders serve), or auto "+
+		"(the binary when it has the order mode setting)")
+	flag.IntVar(&o.runs, "runs", 3, "runs of each mode (and baseline pool) at each buyer count")
+	flag.IntVar(&o.attempts, "attempts", 50_000, "order requests per run, retries included")
+	flag.IntVar(&o.stock, "stock", 10_000, "units of each run's drop")
+	flag.IntVar(&o.maxPerUser, "max-per-user", 5, "max_per_user of each run's drop")
+	flag.StringVar(&buyers, "buyers", "2000,500", "closed-loop buyers, comma-separated buyer counts, in order")
+	flag.StringVar(&pools, "pools", "4,8,16", "pool sizes of the baseline, comma-separated; the fastest is kept")
+	flag.Float64Var(&o.retryPct, "retry-pct", 3, "percent of requests sent again with the same key after their answer")
+	flag.Float64Var(&o.dupPct, "dup-pct", 1, "percent of requests sent twice at once with the same key")
+	flag.DurationVar(&o.timeout, "timeout", 60*time.Second, "client timeout of one request")
+	flag.BoolVar(&o.keepData, "keep-data", false, "keep the temporary dir (database, logs)")
+	flag.Var(&env, "server-env", "KEY=VALUE added to the environment of `livedrops all` (repeatable)")
+	flag.Parse()
+	var err error
+	if o.buyers, err = intList(buyers); err == nil {
+		o.pools, err = intList(pools)
+	}
+	switch {
+	case err != nil:
+	case o.runs < 1 || o.attempts < 1 || o.stock < 1 || o.maxPerUser < 1:
+		err = errors.New("-runs, -attempts, -stock and -max-per-user must be positive")
+	case o.server != "auto" && o.server != "binary" && o.server != "builtin":
+		err = fmt.Errorf("-server %q: want auto, binary or builtin", o.server)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "orders:", err)
+		os.Exit(2)
+	}
+	o.serverEnv = env
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "orders:", err)
+		os.Exit(1)
+	}
+}
+
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+func intList(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("bad list %q: want positive integers separated by commas", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// config is one server setup under test.
+type config struct {
+	mode string // single or batched
+	pool int    // PostgreSQL pool size; 0: the server's default
+}
+
+func (c config) String() string {
+	if c.pool == 0 {
+		return c.mode
+	}
+	return fmt.Sprintf("%s/pool%d", c.mode, c.pool)
+}
+
+func run(ctx context.Context, o options) error {
+	st, err := startStack(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer st.stop(o.keepData)
+	srv, err := chooseServer(o, st)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("server: %s; data and logs in %s\n", srv.describe(), st.dir)
+
+	optimised := config{mode: "batched"}
+	results := map[int]map[config][]runResult{}
+	var bestPool map[string]config // "selling" and "stream" → the fastest baseline
+	for phase, b := range o.buyers {
+		configs := []config{optimised}
+		if phase == 0 {
+			for _, p := range o.pools {
+				configs = append(configs, config{mode: "single", pool: p})
+			}
+		} else {
+			configs = append(configs, bestPool["stream"])
+			if bestPool["selling"] != bestPool["stream"] {
+				configs = append(configs, bestPool["selling"])
+			}
+		}
+		results[b] = map[config][]runResult{}
+		for r := 1; r <= o.runs; r++ {
+			for _, c := range configs {
+				res, err := runOnce(ctx, o, st, srv, c, b)
+				if err != nil {
+					return fmt.Errorf("%s, %d buyers, run %d: %w", c, b, r, err)
+				}
+				fmt.Printf("run %d buyers=%d %s\n", r, b, res)
+				results[b][c] = append(results[b][c], res)
+			}
+		}
+		if phase == 0 {
+			bestPool = map[string]config{}
+			for _, c := range configs[1:] {
+				for metric, value := range map[string]func([]runResult) float64{"selling": medianSelling, "stream": medianStream} {
+					if best, ok := bestPool[metric]; !ok || value(results[b][c]) > value(results[b][best]) {
+						bestPool[metric] = c
+					}
+				}
+			}
+			fmt.Printf("fastest baseline at %d buyers: %s while selling, %s over the whole stream\n",
+				b, bestPool["selling"], bestPool["stream"])
+		}
+	}
+
+	// The summary.
+	first := o.buyers[0]
+	opt := results[first][optimised]
+	confirmed, oversold, duplicates, wrong, missing, errs := o.stock, 0, 0, 0, 0, 0
+	for _, byConfig := range results {
+		for _, rs := range byConfig {
+			for _, r := range rs {
+				confirmed = min(confirmed, r.confirmedDB, r.confirmed)
+				oversold = max(oversold, r.oversold)
+				duplicates += r.duplicates
+				wrong += r.wrongReplays
+				missing += r.missing
+				errs += r.errors
+			}
+		}
+	}
+	baseSelling := medianSelling(results[first][bestPool["selling"]])
+	baseStream := medianStream(results[first][bestPool["stream"]])
+	ratio := func(a, b float64) float64 {
+		if b == 0 {
+			return 0
+		}
+		return a / b
+	}
+	p95of500 := 0.0
+	if len(o.buyers) > 1 {
+		p95of500 = medianOf(results[o.buyers[1]][optimised], func(r runResult) float64 { return ms(r.p95) })
+	}
+	for _, b := range o.buyers {
+		for c, rs := range results[b] {
+			fmt.Printf("median buyers=%d %-14s selling_orders_per_s=%.0f attempts_per_s=%.0f p50_ms=%.1f p95_ms=%.1f p99_ms=%.1f\n",
+				b, c, medianSelling(rs), medianStream(rs),
+				medianOf(rs, func(r runResult) float64 { return ms(r.p50) }),
+				medianOf(rs, func(r runResult) float64 { return ms(r.p95) }),
+				medianOf(rs, func(r runResult) float64 { return ms(r.p99) }))
+		}
+	}
+	fmt.Printf("RESULT confirmed=%d oversold=%d duplicate_orders=%d orders_per_s=%.0f selling_speedup=%.2f speedup=%.2f "+
+		"p50_ms=%.1f p95_ms=%.1f p99_ms=%.1f p95_500_ms=%.1f\n",
+		confirmed, oversold, duplicates, medianSelling(opt), ratio(medianSelling(opt), baseSelling),
+		ratio(medianStream(opt), baseStream),
+		medianOf(opt, func(r runResult) float64 { return ms(r.p50) }),
+		medianOf(opt, func(r runResult) float64 { return ms(r.p95) }),
+		medianOf(opt, func(r runResult) float64 { return ms(r.p99) }), p95of500)
+	if oversold > 0 || duplicates > 0 || wrong > 0 || missing > 0 || confirmed != o.stock {
+		return fmt.Errorf("correctness: confirmed %d of %d (fewest in a run), oversold %d, duplicate orders %d, "+
+			"wrong replays %d, confirmed orders missing from the database %d", confirmed, o.stock, oversold, duplicates, wrong, missing)
+	}
+	if errs > 0 {
+		fmt.Printf("note: %d requests failed (5xx or transport) over all runs; see the per-run answers\n", errs)
+	}
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func medianSelling(rs []runResult) float64 {
+	return medianOf(rs, func(r runResult) float64 { return r.sellingPerSec })
+}
+
+func medianStream(rs []runResult) float64 {
+	return medianOf(rs, func(r runResult) float64 { return r.attemptsPerSec })
+}
+
+// medianOf is the median of f over rs (the mean of the middle two for an even count); 0 for none.
+func medianOf(rs []runResult, f func(runResult) float64) float64 {
+	if len(rs) == 0 {
+		return 0
+	}
+	v := make([]float64, len(rs))
+	for i, r := range rs {
+		v[i] = f(r)
+	}
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
