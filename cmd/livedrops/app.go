@@ -39,6 +39,8 @@ type App struct {
 	// cache is the REST API's Redis cache (roles api and all, unless LIVEDROPS_CACHE=off); whoever
 	// commits a drop change calls cache.InvalidateDrop after the commit.
 	cache *redis.Cache
+	// orders is the REST API's order store (roles api and all); closed after the HTTP server.
+	orders *postgres.Orders
 
 	registry *prometheus.Registry
 	health   *httpkit.Health
@@ -215,6 +217,9 @@ func (a *App) shutdown(ctx context.Context) error {
 		})
 	} else if a.ln != nil {
 		step("listener", a.ln.Close)
+	}
+	if a.orders != nil {
+		step("orders", func() error { return a.orders.Close(ctx) })
 	}
 	if a.nc != nil {
 		step("nats", func() error { return drainNATS(ctx, a.nc) })

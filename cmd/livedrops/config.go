@@ -46,6 +46,7 @@ type Config struct {
 	RateUser       int
 	RateIP         int
 	RequestTimeout time.Duration
+	OrderMode      string
 
 	// token command
 	TokenUser int64
@@ -168,6 +169,14 @@ func settings() []setting {
 			func(c *Config, v string) error { return setRate(&c.RateIP, v) }},
 		{"request-timeout", "LIVEDROPS_REQUEST_TIMEOUT", "10s", "deadline of each REST request (503 timeout past it)",
 			func(c *Config, v string) error { return setDuration(&c.RequestTimeout, v, time.Millisecond) }},
+		{"order-mode", "LIVEDROPS_ORDER_MODE", "batched", "how orders take stock: batched (one transaction per drop for whatever is queued, sold-out answers from memory) or single (one transaction per order: the baseline)",
+			func(c *Config, v string) error {
+				if v != "batched" && v != "single" {
+					return errors.New(`want "batched" or "single"`)
+				}
+				c.OrderMode = v
+				return nil
+			}},
 		{"nats-sync", "LIVEDROPS_NATS_SYNC", "always", "JetStream disk sync of the embedded NATS: always, or an interval such as 2m",
 			func(c *Config, v string) error {
 				if _, _, err := natslocal.ParseSync(v); err != nil {
@@ -362,6 +371,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("rate_user", c.RateUser),
 		slog.Int("rate_ip", c.RateIP),
 		slog.Duration("request_timeout", c.RequestTimeout),
+		slog.String("order_mode", c.OrderMode),
 	)
 }
 

@@ -75,6 +75,7 @@ func TestConfigRejectsBadValues(t *testing.T) {
 		{"body limit", map[string]string{"LIVEDROPS_BODY_LIMIT": "1"}, "between 1024"},
 		{"pool size", map[string]string{"LIVEDROPS_DB_MAX_CONNS": "-4"}, "want 0..1000"},
 		{"nats sync", map[string]string{"LIVEDROPS_NATS_SYNC": "never"}, "always"},
+		{"order mode", map[string]string{"LIVEDROPS_ORDER_MODE": "fast"}, `want "batched" or "single"`},
 		{"empty data dir", map[string]string{"LIVEDROPS_DATA_DIR": " "}, "must not be empty"},
 	}
 	for _, tc := range tests {

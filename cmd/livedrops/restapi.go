@@ -54,7 +54,7 @@ func (a *App) mountAPI(r chi.Router) error {
 		apiCfg.Drops = cache.Drops(catalog)
 	}
 	// Orders (issue 4) invalidate the drop cache after each stock commit.
-	ordersCfg := postgres.OrdersConfig{Logger: a.logger, Registerer: a.registry}
+	ordersCfg := postgres.OrdersConfig{Mode: postgres.OrderMode(cfg.OrderMode), Logger: a.logger, Registerer: a.registry}
 	if a.cache != nil {
 		ordersCfg.Cache = a.cache
 	}
@@ -63,6 +63,7 @@ func (a *App) mountAPI(r chi.Router) error {
 		return err
 	}
 	apiCfg.Orders = orders
+	a.orders = orders
 	limit := func(name string, rate int) (api.Limiter, error) {
 		if rate == 0 {
 			return nil, nil

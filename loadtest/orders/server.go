@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-chi/chi/v5/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -237,6 +238,8 @@ func serveMain(args []string) error {
 	router.Get("/healthz", health.Healthz)
 	router.Get("/readyz", health.Readyz)
 	router.Handle("/metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{Registry: registry}))
+	// Profiles of a run, for whoever wants to see where the time goes (loopback only).
+	router.Mount("/debug", middleware.Profiler())
 	rest.Routes(router)
 
 	ln, err := net.Listen("tcp", *addr)

@@ -4,8 +4,9 @@
 // On first start the directory is initialised with initdb; later starts find the data again. The server
 // listens on a loopback TCP port only (no Unix socket), trusts local connections, and runs in its own
 // process group so a Ctrl-C at the terminal reaches the parent first and the parent decides the shutdown
-// order. If the parent dies without stopping it, the kernel sends the server SIGTERM (parent-death
-// signal), so no postmaster outlives a crashed or killed parent.
+// order. If the parent dies without stopping it, the kernel sends the server SIGINT (parent-death
+// signal: a fast shutdown, which ends every session; SIGTERM's smart shutdown would wait for clients
+// of other processes), so no postmaster outlives a crashed or killed parent.
 //
 // PostgreSQL refuses to run as root. When this process is root, the server runs as the `postgres` OS user,
 // which owns the data directory; it keeps only CAP_DAC_READ_SEARCH (ambient) so it can reach a data
@@ -315,7 +316,7 @@ func credential(runAs string) (*syscall.Credential, error) {
 }
 
 func sysProcAttr(cred *syscall.Credential) *syscall.SysProcAttr {
-	attr := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	attr := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGINT}
 	if cred != nil {
 		attr.Credential = cred
 		attr.AmbientCaps = []uintptr{unix.CAP_DAC_READ_SEARCH}
