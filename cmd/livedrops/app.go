@@ -39,6 +39,8 @@ type App struct {
 	// cache is the REST API's Redis cache (roles api and all, unless LIVEDROPS_CACHE=off); whoever
 	// commits a drop change calls cache.InvalidateDrop after the commit.
 	cache *redis.Cache
+	// worker runs the relay and the scheduler (roles worker and all); stopped before NATS drains.
+	worker *worker
 	// orders is the REST API's order store (roles api and all); closed after the HTTP server.
 	orders *postgres.Orders
 
@@ -125,6 +127,11 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err er
 	router.Handle("/metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{Registry: a.registry}))
 	if cfg.Role == "api" || cfg.Role == "all" {
 		if err := a.mountAPI(router); err != nil {
+			return a, err
+		}
+	}
+	if cfg.Role == "worker" || cfg.Role == "all" {
+		if err := a.startWorker(ctx); err != nil {
 			return a, err
 		}
 	}
@@ -220,6 +227,9 @@ func (a *App) shutdown(ctx context.Context) error {
 	}
 	if a.orders != nil {
 		step("orders", func() error { return a.orders.Close(ctx) })
+	}
+	if a.worker != nil {
+		step("worker", func() error { return a.worker.Stop(ctx) })
 	}
 	if a.nc != nil {
 		step("nats", func() error { return drainNATS(ctx, a.nc) })

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/livedrops/livedrops/api/auth"
+	"github.com/livedrops/livedrops/fanout"
 	"github.com/livedrops/livedrops/fanout/natstest"
 	"github.com/livedrops/livedrops/store/storetest"
 )
@@ -261,3 +265,105 @@ func TestRunMigrate(t *testing.T) {
 }
 
 func isUsage(err error) bool { return errors.Is(err, errUsage) }
+
+// call sends a JSON request and decodes the JSON answer into out (when not nil); it fails the test on
+// any status but want.
+func call(t *testing.T, method, url, token string, body any, want int, out any) {
+	t.Helper()
+	b, err := json.Marshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(method, url, bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		t.Fatalf("%s %s: got %d %s, want %d", method, url, resp.StatusCode, got, want)
+	}
+	if out != nil {
+		if err := json.Unmarshal(got, out); err != nil {
+			t.Fatalf("%s %s: %v in %s", method, url, err, got)
+		}
+	}
+}
+
+// The whole path inside one `all` process: a drop created over REST is announced (drop.scheduled) and
+// started on time by the worker (drop.started), both relayed to the creator's NATS subject.
+func TestAllRoleDropIsScheduledAndStartedOverNATS(t *testing.T) {
+	cfg := testConfig(t, "all", storetest.NewMigratedDatabase(t))
+	app := startApp(t, cfg)
+	base := "http://" + app.Addr()
+
+	var user struct {
+		UserID int64  `json:"user_id"`
+		Token  string `json:"token"`
+	}
+	call(t, "POST", base+"/users", "", map[string]string{"name": "Cleo", "email": "cleo@example.com"}, http.StatusCreated, &user)
+	call(t, "POST", base+"/creators", user.Token, map[string]string{"profile_name": "Cleo's"}, http.StatusCreated, nil)
+	var product struct {
+		ProductID int64 `json:"product_id"`
+	}
+	call(t, "POST", base+"/products", user.Token, map[string]any{"title": "Hoodie", "description": "warm", "price_cents": 4900},
+		http.StatusCreated, &product)
+
+	nc, err := nats.Connect(cfg.NatsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	msgs := make(chan *nats.Msg, 16)
+	sub, err := nc.ChanSubscribe(fanout.CreatorSubject(user.UserID), msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	start := time.Now().Add(1500 * time.Millisecond).UTC().Truncate(time.Millisecond)
+	var drop struct {
+		DropID int64 `json:"drop_id"`
+	}
+	call(t, "POST", base+"/drops", user.Token, map[string]any{
+		"product_id": product.ProductID, "start_time": start.Format(time.RFC3339Nano),
+		"end_time": start.Add(time.Hour).Format(time.RFC3339Nano), "stock_count": 10, "max_per_user": 2,
+	}, http.StatusCreated, &drop)
+
+	for _, want := range []fanout.Type{fanout.DropScheduled, fanout.DropStarted} {
+		select {
+		case m := <-msgs:
+			var ev fanout.Event
+			if err := json.Unmarshal(m.Data, &ev); err != nil {
+				t.Fatalf("event %s: %v", m.Data, err)
+			}
+			if ev.Type != want || ev.DropID != drop.DropID || ev.CreatorID != user.UserID || ev.ID == "" {
+				t.Fatalf("got %s, want %s of drop %d by creator %d with an id", m.Data, want, drop.DropID, user.UserID)
+			}
+			if m.Header.Get(nats.MsgIdHdr) != ev.ID {
+				t.Errorf("Nats-Msg-Id %q, want the event id %q", m.Header.Get(nats.MsgIdHdr), ev.ID)
+			}
+			if want == fanout.DropStarted {
+				if !ev.TS.Equal(start) {
+					t.Errorf("drop.started ts %s, want the start_time %s", ev.TS, start)
+				}
+				if lag := time.Since(start); lag > 2*time.Second {
+					t.Errorf("drop.started arrived %s after start_time", lag)
+				}
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no %s on %s", want, fanout.CreatorSubject(user.UserID))
+		}
+	}
+}

@@ -47,6 +47,9 @@ type Config struct {
 	RateIP         int
 	RequestTimeout time.Duration
 	OrderMode      string
+	ReplayWindow   time.Duration
+	StreamReplicas int
+	StockRate      float64
 
 	// token command
 	TokenUser int64
@@ -175,6 +178,26 @@ func settings() []setting {
 					return errors.New(`want "batched" or "single"`)
 				}
 				c.OrderMode = v
+				return nil
+			}},
+		{"replay-window", "LIVEDROPS_REPLAY_WINDOW", "15m", "how long events stay in the JetStream stream and the outbox, so clients can resume (at least 10m)",
+			func(c *Config, v string) error { return setDuration(&c.ReplayWindow, v, 10*time.Minute) }},
+		{"stream-replicas", "LIVEDROPS_STREAM_REPLICAS", "1", "replicas of the JetStream stream: 1 on one NATS server, 3 on a cluster",
+			func(c *Config, v string) error {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 1 || n > 5 {
+					return errors.New("want 1..5")
+				}
+				c.StreamReplicas = n
+				return nil
+			}},
+		{"stock-rate", "LIVEDROPS_STOCK_RATE", "4", "stock.changed events per second per drop at most (the relay coalesces to the newest)",
+			func(c *Config, v string) error {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil || f <= 0 || f > 100 {
+					return errors.New("want a rate above 0 and at most 100")
+				}
+				c.StockRate = f
 				return nil
 			}},
 		{"nats-sync", "LIVEDROPS_NATS_SYNC", "always", "JetStream disk sync of the embedded NATS: always, or an interval such as 2m",
@@ -372,6 +395,9 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("rate_ip", c.RateIP),
 		slog.Duration("request_timeout", c.RequestTimeout),
 		slog.String("order_mode", c.OrderMode),
+		slog.Duration("replay_window", c.ReplayWindow),
+		slog.Int("stream_replicas", c.StreamReplicas),
+		slog.Float64("stock_rate", c.StockRate),
 	)
 }
 

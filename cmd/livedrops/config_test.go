@@ -76,6 +76,9 @@ func TestConfigRejectsBadValues(t *testing.T) {
 		{"pool size", map[string]string{"LIVEDROPS_DB_MAX_CONNS": "-4"}, "want 0..1000"},
 		{"nats sync", map[string]string{"LIVEDROPS_NATS_SYNC": "never"}, "always"},
 		{"order mode", map[string]string{"LIVEDROPS_ORDER_MODE": "fast"}, `want "batched" or "single"`},
+		{"replay window too short", map[string]string{"LIVEDROPS_REPLAY_WINDOW": "5m"}, "at least 10m"},
+		{"stream replicas", map[string]string{"LIVEDROPS_STREAM_REPLICAS": "7"}, "want 1..5"},
+		{"stock rate", map[string]string{"LIVEDROPS_STOCK_RATE": "0"}, "above 0"},
 		{"empty data dir", map[string]string{"LIVEDROPS_DATA_DIR": " "}, "must not be empty"},
 	}
 	for _, tc := range tests {

@@ -5,12 +5,15 @@
 // with JetStream syncing every write ("always", the default of `livedrops all`) and once syncing on an
 // interval (the NATS default, 2m), and prints one line:
 //
-//	RESULT relay_p50_ms=... relay_p99_ms=... start_lag_p50_ms=... start_lag_p99_ms=... lost=0 duplicates=0 interval_...
+//	RESULT relay_p50_ms=... relay_p99_ms=... start_lag_p50_ms=... start_lag_p99_ms=... start_commit_p99_ms=... lost=0 duplicates=0 rows_per_s=... interval_...
 //
-// The relay and the scheduler run in this process exactly as the worker role runs them (same packages,
-// default configuration). A consumer reads the stream with an ordered JetStream consumer: latency is
-// from the producer's COMMIT returning to the consumer receiving the stored message; lost counts rows
-// committed and never delivered, duplicates events delivered twice.
+// Unlike the other load generators it imports LiveDrops packages: the relay and the scheduler run in
+// this process exactly as the worker role runs them (same packages, default configuration), with
+// pglocal and natslocal for the stack. A consumer reads the stream with an ordered JetStream consumer:
+// relay latency is from a writer's COMMIT returning to the consumer receiving the stored message; start
+// lag from the drop's start_time to the consumer receiving drop.started, start_commit the scheduler's
+// part of it (start_time → its transaction committed); lost counts rows committed (and drops due)
+// never delivered, duplicates events delivered twice.
 //
 //	go run ./loadtest/events -rate 2000 -duration 20s -drops 200
 package main
@@ -44,16 +47,19 @@ import (
 )
 
 type options struct {
-	rate      int
-	rowsPerTx int
-	producers int
-	duration  time.Duration
-	drops     int
-	lead      time.Duration
-	spread    time.Duration
-	syncs     []string
-	drain     time.Duration
-	verbose   bool
+	rate       int
+	rowsPerTx  int
+	producers  int
+	duration   time.Duration
+	drops      int
+	lead       time.Duration
+	spread     time.Duration
+	syncs      []string
+	drain      time.Duration
+	atomicFrom int
+	notify     bool
+	poll       time.Duration
+	verbose    bool
 }
 
 func main() {
@@ -68,6 +74,9 @@ func main() {
 	flag.DurationVar(&o.spread, "spread", 2*time.Second, "the drops' start times spread over this span after -lead")
 	flag.StringVar(&syncs, "syncs", "always,2m", "JetStream sync settings to run, comma-separated; the first is reported without prefix, the others as interval_*")
 	flag.DurationVar(&o.drain, "drain", 15*time.Second, "how long to wait for the last events after the load")
+	flag.IntVar(&o.atomicFrom, "atomic-from", 0, "the publisher's AtomicFrom: smallest batch sent as one JetStream atomic batch (0: its default, -1: never)")
+	flag.BoolVar(&o.notify, "notify", true, "writers NOTIFY the relay at each commit (postgres.InsertEvents); false writes the same rows without it")
+	flag.DurationVar(&o.poll, "poll", 0, "the relay's PollInterval (0: its default)")
 	flag.BoolVar(&o.verbose, "v", false, "log the relay and the scheduler")
 	flag.Parse()
 	o.syncs = strings.Split(syncs, ",")
@@ -112,9 +121,9 @@ func run(ctx context.Context, o options) error {
 		if err != nil {
 			return fmt.Errorf("sync %s: %w", sync, err)
 		}
-		fmt.Printf("sync=%s: %d rows at %.0f rows/s: relay p50 %.1f ms, p99 %.1f ms, max %.1f ms; %d drops: start lag p50 %.1f ms, p99 %.1f ms, max %.1f ms; lost %d, duplicates %d\n",
+		fmt.Printf("sync=%s: %d rows at %.0f rows/s: relay p50 %.1f ms, p99 %.1f ms, max %.1f ms; %d drops: start lag p50 %.1f ms, p99 %.1f ms, max %.1f ms (of which start committed: p50 %.1f ms, p99 %.1f ms); lost %d, duplicates %d\n",
 			sync, res.rows, res.rowsPerSec, res.relay.p(50), res.relay.p(99), res.relay.p(100), o.drops,
-			res.start.p(50), res.start.p(99), res.start.p(100), res.lost, res.duplicates)
+			res.start.p(50), res.start.p(99), res.start.p(100), res.commit.p(50), res.commit.p(99), res.lost, res.duplicates)
 		prefix := ""
 		if i > 0 {
 			prefix = "interval_"
@@ -127,6 +136,7 @@ func run(ctx context.Context, o options) error {
 			fmt.Sprintf("%srelay_p99_ms=%.1f", prefix, res.relay.p(99)),
 			fmt.Sprintf("%sstart_lag_p50_ms=%.1f", prefix, res.start.p(50)),
 			fmt.Sprintf("%sstart_lag_p99_ms=%.1f", prefix, res.start.p(99)),
+			fmt.Sprintf("%sstart_commit_p99_ms=%.1f", prefix, res.commit.p(99)),
 			fmt.Sprintf("%slost=%d", prefix, res.lost),
 			fmt.Sprintf("%sduplicates=%d", prefix, res.duplicates),
 			fmt.Sprintf("%srows_per_s=%.0f", prefix, res.rowsPerSec))
@@ -151,6 +161,7 @@ type result struct {
 	rows             int
 	rowsPerSec       float64
 	relay, start     samples
+	commit           samples // the scheduler's part of start: start_time → the start committed
 	lost, duplicates int
 }
 
@@ -182,7 +193,7 @@ func runMode(ctx context.Context, o options, pg *pglocal.Server, natsDir, db, sy
 		return res, err
 	}
 	defer nc.Close()
-	pub, err := jetstream.NewPublisher(nc, jetstream.PublisherConfig{})
+	pub, err := jetstream.NewPublisher(nc, jetstream.PublisherConfig{AtomicFrom: o.atomicFrom})
 	if err != nil {
 		return res, err
 	}
@@ -194,11 +205,12 @@ func runMode(ctx context.Context, o options, pg *pglocal.Server, natsDir, db, sy
 	workCtx, stopWork := context.WithCancel(ctx)
 	defer stopWork()
 	r, err := relay.New(postgres.NewOutbox(pool), pub, postgres.NewLeader(pool, "relay", postgres.LeaderConfig{}),
-		relay.Config{Logger: logger})
+		relay.Config{Logger: logger, PollInterval: o.poll})
 	if err != nil {
 		return res, err
 	}
-	sched, err := relay.NewScheduler(postgres.NewDropSchedule(pool), relay.SchedulerConfig{Logger: logger})
+	commitLag := &lagRecorder{Drops: postgres.NewDropSchedule(pool)}
+	sched, err := relay.NewScheduler(commitLag, relay.SchedulerConfig{Logger: logger})
 	if err != nil {
 		return res, err
 	}
@@ -305,7 +317,7 @@ func runMode(ctx context.Context, o options, pg *pglocal.Server, natsDir, db, sy
 					events[j] = fanout.Event{Type: typ, TS: time.Now(), CreatorID: 1 + int64(n%50), DropID: 1 + int64(n%50),
 						UserID: user, Data: json.RawMessage(fmt.Sprintf(`{"n":%d}`, n))}
 				}
-				if err := postgres.InsertEvents(ctx, pool, events...); err != nil {
+				if err := insert(ctx, pool, o.notify, events); err != nil {
 					writeErr.Store(err)
 					return
 				}
@@ -354,8 +366,32 @@ func runMode(ctx context.Context, o options, pg *pglocal.Server, natsDir, db, sy
 			res.duplicates += c - 1
 		}
 	}
-	res.relay, res.start = relayLat, startLat
+	res.relay, res.start, res.commit = relayLat, startLat, commitLag.samples()
 	return res, nil
+}
+
+// lagRecorder measures the scheduler's part of the start lag: start_time → the start committed.
+type lagRecorder struct {
+	relay.Drops
+	mu  sync.Mutex
+	lag samples
+}
+
+func (l *lagRecorder) StartDue(ctx context.Context, now time.Time, limit int) ([]time.Time, error) {
+	starts, err := l.Drops.StartDue(ctx, now, limit)
+	committed := time.Now()
+	l.mu.Lock()
+	for _, s := range starts {
+		l.lag = append(l.lag, float64(committed.Sub(s))/1e6)
+	}
+	l.mu.Unlock()
+	return starts, err
+}
+
+func (l *lagRecorder) samples() samples {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.lag)
 }
 
 // seedDrops creates o.drops drops of ten creators whose start times spread over [lead, lead+spread]
@@ -379,6 +415,26 @@ INSERT INTO products (product_id, creator_id, title, price_cents) SELECT c, c, '
 		starts[id] = start
 	}
 	return nil
+}
+
+// insert writes events as postgres.InsertEvents does, or, without notify, the same rows without its
+// NOTIFY (PostgreSQL serialises the commits of all notifying transactions of a database).
+func insert(ctx context.Context, pool *pgxpool.Pool, notify bool, events []fanout.Event) error {
+	if notify {
+		return postgres.InsertEvents(ctx, pool, events...)
+	}
+	subjects, types, payloads := make([]string, len(events)), make([]string, len(events)), make([]string, len(events))
+	for i, ev := range events {
+		b, err := json.Marshal(ev)
+		if err != nil {
+			return err
+		}
+		subjects[i], types[i], payloads[i] = ev.Subject(), string(ev.Type), string(b)
+	}
+	_, err := pool.Exec(ctx, `INSERT INTO outbox (subject, type, payload)
+		SELECT s, t, p::jsonb FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS e(s, t, p, n) ORDER BY n`,
+		subjects, types, payloads)
+	return err
 }
 
 func createDatabase(ctx context.Context, adminURL, name string) error {

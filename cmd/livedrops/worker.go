@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/livedrops/livedrops/fanout/jetstream"
+	"github.com/livedrops/livedrops/fanout/relay"
+	"github.com/livedrops/livedrops/store/postgres"
+)
+
+// Compile-time checks that the adapters fit the interfaces package relay declares.
+var (
+	_ relay.Outbox     = (*postgres.Outbox)(nil)
+	_ relay.Stream     = (*jetstream.Publisher)(nil)
+	_ relay.Leadership = (*postgres.Leader)(nil)
+	_ relay.Drops      = (*postgres.DropSchedule)(nil)
+)
+
+// worker is the worker role's jobs: the outbox relay and the drop scheduler. Any number of workers run
+// side by side: one relay leads at a time, and each drop transition is made by exactly one scheduler.
+type worker struct {
+	stop func()
+	wg   sync.WaitGroup
+}
+
+// startWorker creates or updates the JetStream stream and starts the jobs; they run until Stop.
+func (a *App) startWorker(ctx context.Context) error {
+	cfg := a.cfg
+	stream := jetstream.StreamConfig{ReplayWindow: cfg.ReplayWindow, Replicas: cfg.StreamReplicas}
+	pub, err := jetstream.NewPublisher(a.nc, jetstream.PublisherConfig{Stream: stream})
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	if err := pub.Ensure(ctx); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	metrics, err := relay.NewMetrics(a.registry)
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	rel, err := relay.New(postgres.NewOutbox(a.pool), pub, postgres.NewLeader(a.pool, "relay", postgres.LeaderConfig{}),
+		relay.Config{ReplayWindow: cfg.ReplayWindow, StockRate: cfg.StockRate, Logger: a.logger, Metrics: metrics})
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	sched, err := relay.NewScheduler(postgres.NewDropSchedule(a.pool), relay.SchedulerConfig{Logger: a.logger, Metrics: metrics})
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	// The jobs outlive Start's ctx: they stop in Shutdown's worker step.
+	workCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	w := &worker{stop: stop}
+	w.wg.Go(func() {
+		if err := rel.Run(workCtx); err != nil {
+			a.logger.Error("relay stopped", "err", err)
+		}
+	})
+	w.wg.Go(func() {
+		if err := sched.Run(workCtx); err != nil {
+			a.logger.Error("scheduler stopped", "err", err)
+		}
+	})
+	a.worker = w
+	return nil
+}
+
+// Stop cancels the jobs and waits for them, within ctx.
+func (w *worker) Stop(ctx context.Context) error {
+	w.stop()
+	done := make(chan struct{})
+	go func() {
+		w.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("worker jobs still running: %w", ctx.Err())
+	}
+}
