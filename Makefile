@@ -11,12 +11,14 @@ READS_ARGS ?=
 ORDERS_ARGS ?=
 # Extra flags for the load generator of `make bench-events`, e.g. EVENTS_ARGS="-duration 10s -syncs always".
 EVENTS_ARGS ?=
+# Flags of the harness of `make bench-fanout`, e.g. FANOUT_ARGS="-hubs 6 -sockets 100000" (BENCHMARKS.md).
+FANOUT_ARGS ?=
 
 # Go files to format and check: everything but .git, bin/, the dev stack's data/ and node_modules/.
 GOFILES = $(shell find . \( -path ./.git -o -path ./bin -o -path ./data -o -name node_modules \) -prune \
 	-o -name '*.go' -type f -print)
 
-.PHONY: run test lint build fmt clean-data bench-reads bench-orders bench-events
+.PHONY: run test lint build fmt clean-data bench-reads bench-orders bench-events bench-fanout
 
 ## run: every role in one process on :8080, with PostgreSQL, Redis and NATS started in ./data.
 # Installs redis-server and the PostgreSQL server binaries first when they are missing. The binary
@@ -86,3 +88,13 @@ bench-orders:
 bench-events:
 	@.ci/deps.sh postgresql
 	$(GO) run ./loadtest/events $(EVENTS_ARGS)
+
+## bench-fanout: one creator's drop.started to the sockets of all its followers: 19,900 on one hub by
+# default, FANOUT_ARGS="-hubs 6 -sockets 100000" for six hubs behind one NATS. PostgreSQL, Redis and
+# NATS in a temporary dir, hub processes, and wsfan load generator processes of at most 19,900 sockets
+# each (this machine caps a process at 20,000 open files); -storm adds a reconnect storm (BENCHMARKS.md).
+bench-fanout:
+	@.ci/deps.sh redis-server postgresql
+	$(GO) build -o bin/wsfan ./loadtest/wsfan
+	$(GO) build -o bin/fanoutbench ./loadtest/fanoutbench
+	./bin/fanoutbench -wsfan bin/wsfan $(FANOUT_ARGS)

@@ -39,6 +39,8 @@ type App struct {
 	// cache is the REST API's Redis cache (roles api and all, unless LIVEDROPS_CACHE=off); whoever
 	// commits a drop change calls cache.InvalidateDrop after the commit.
 	cache *redis.Cache
+	// hub serves /ws and /events (roles hub and all); its sockets close after the HTTP server.
+	hub *hubNode
 	// worker runs the relay and the scheduler (roles worker and all); stopped before NATS drains.
 	worker *worker
 	// orders is the REST API's order store (roles api and all); closed after the HTTP server.
@@ -127,6 +129,11 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err er
 	router.Handle("/metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{Registry: a.registry}))
 	if cfg.Role == "api" || cfg.Role == "all" {
 		if err := a.mountAPI(router); err != nil {
+			return a, err
+		}
+	}
+	if cfg.Role == "hub" || cfg.Role == "all" {
+		if err := a.mountHub(router); err != nil {
 			return a, err
 		}
 	}
@@ -224,6 +231,15 @@ func (a *App) shutdown(ctx context.Context) error {
 		})
 	} else if a.ln != nil {
 		step("listener", a.ln.Close)
+	}
+	if a.hub != nil {
+		step("hub", func() error {
+			// Every socket gets the going-away code with a spread reconnect hint; then the NATS adapters stop.
+			err := a.hub.hub.Shutdown(ctx)
+			a.hub.bus.Close()
+			a.hub.replayer.Close()
+			return err
+		})
 	}
 	if a.orders != nil {
 		step("orders", func() error { return a.orders.Close(ctx) })

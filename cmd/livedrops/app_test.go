@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/nats-io/nats.go"
 
 	"github.com/livedrops/livedrops/api/auth"
@@ -364,6 +365,73 @@ func TestAllRoleDropIsScheduledAndStartedOverNATS(t *testing.T) {
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatalf("no %s on %s", want, fanout.CreatorSubject(user.UserID))
+		}
+	}
+}
+
+// A follower's socket on the `all` role receives the creator's drop.scheduled and, on time,
+// drop.started: REST, outbox, relay, JetStream, hub, WebSocket, end to end.
+func TestAllRoleFollowerSocketGetsTheDrop(t *testing.T) {
+	cfg := testConfig(t, "all", storetest.NewMigratedDatabase(t))
+	app := startApp(t, cfg)
+	base := "http://" + app.Addr()
+
+	type user struct {
+		UserID int64  `json:"user_id"`
+		Token  string `json:"token"`
+	}
+	var creator, fan user
+	call(t, "POST", base+"/users", "", map[string]string{"name": "Dee", "email": "dee@example.com"}, http.StatusCreated, &creator)
+	call(t, "POST", base+"/users", "", map[string]string{"name": "Fan", "email": "fan@example.com"}, http.StatusCreated, &fan)
+	call(t, "POST", base+"/creators", creator.Token, map[string]string{"profile_name": "Dee"}, http.StatusCreated, nil)
+	call(t, "POST", fmt.Sprintf("%s/users/%d/follow/%d", base, fan.UserID, creator.UserID), fan.Token, nil, http.StatusNoContent, nil)
+	var product struct {
+		ProductID int64 `json:"product_id"`
+	}
+	call(t, "POST", base+"/products", creator.Token, map[string]any{"title": "Cap", "description": "", "price_cents": 1500},
+		http.StatusCreated, &product)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws://"+app.Addr()+"/ws?access_token="+fan.Token, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	read := func() map[string]any {
+		t.Helper()
+		_, b, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatalf("frame %s: %v", b, err)
+		}
+		return m
+	}
+	if hello := read(); hello["type"] != "hello" || hello["conn_id"] == "" {
+		t.Fatalf("first frame %v, want hello", hello)
+	}
+
+	start := time.Now().Add(1500 * time.Millisecond).UTC().Truncate(time.Millisecond)
+	var drop struct {
+		DropID int64 `json:"drop_id"`
+	}
+	call(t, "POST", base+"/drops", creator.Token, map[string]any{
+		"product_id": product.ProductID, "start_time": start.Format(time.RFC3339Nano),
+		"end_time": start.Add(time.Hour).Format(time.RFC3339Nano), "stock_count": 5, "max_per_user": 1,
+	}, http.StatusCreated, &drop)
+
+	for _, want := range []string{"drop.scheduled", "drop.started"} {
+		ev := read()
+		if ev["type"] != want || ev["drop_id"] != float64(drop.DropID) || ev["id"] == "" {
+			t.Fatalf("got %v, want %s of drop %d", ev, want, drop.DropID)
+		}
+		if want == "drop.started" {
+			if lag := time.Since(start); lag > 2*time.Second {
+				t.Errorf("drop.started reached the socket %s after start_time, want within 2 s", lag)
+			}
 		}
 	}
 }

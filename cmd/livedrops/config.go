@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -39,17 +40,19 @@ type Config struct {
 	NatsSync        string
 
 	// api role
-	Cache          bool
-	CachePrefix    string
-	CacheDropTTL   time.Duration
-	CacheLocalTTL  time.Duration
-	RateUser       int
-	RateIP         int
-	RequestTimeout time.Duration
-	OrderMode      string
-	ReplayWindow   time.Duration
-	StreamReplicas int
-	StockRate      float64
+	Cache             bool
+	CachePrefix       string
+	CacheDropTTL      time.Duration
+	CacheLocalTTL     time.Duration
+	RateUser          int
+	RateIP            int
+	RequestTimeout    time.Duration
+	OrderMode         string
+	ReplayWindow      time.Duration
+	AllowedOrigins    []string
+	MaxSocketsPerUser int
+	StreamReplicas    int
+	StockRate         float64
 
 	// token command
 	TokenUser int64
@@ -198,6 +201,25 @@ func settings() []setting {
 					return errors.New("want a rate above 0 and at most 100")
 				}
 				c.StockRate = f
+				return nil
+			}},
+		{"allowed-origins", "LIVEDROPS_ALLOWED_ORIGINS", "", "comma-separated host patterns (e.g. *.example.com) of browser pages allowed to open sockets besides the hub's own host; empty: same origin only",
+			func(c *Config, v string) error {
+				c.AllowedOrigins = parseOrigins(v)
+				for _, o := range c.AllowedOrigins {
+					if _, err := path.Match(o, ""); err != nil {
+						return fmt.Errorf("pattern %q: %w", o, err)
+					}
+				}
+				return nil
+			}},
+		{"max-sockets-per-user", "LIVEDROPS_MAX_SOCKETS_PER_USER", "16", "sockets one user may hold on one hub; more are refused (close code 4429)",
+			func(c *Config, v string) error {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 1 || n > 1000 {
+					return errors.New("want 1..1000")
+				}
+				c.MaxSocketsPerUser = n
 				return nil
 			}},
 		{"nats-sync", "LIVEDROPS_NATS_SYNC", "always", "JetStream disk sync of the embedded NATS: always, or an interval such as 2m",
@@ -396,6 +418,8 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("request_timeout", c.RequestTimeout),
 		slog.String("order_mode", c.OrderMode),
 		slog.Duration("replay_window", c.ReplayWindow),
+		slog.Any("allowed_origins", c.AllowedOrigins),
+		slog.Int("max_sockets_per_user", c.MaxSocketsPerUser),
 		slog.Int("stream_replicas", c.StreamReplicas),
 		slog.Float64("stock_rate", c.StockRate),
 	)

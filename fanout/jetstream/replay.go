@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,6 +29,16 @@ type Replayer struct {
 	stream   string
 	timeout  time.Duration
 	noDirect atomic.Bool
+
+	// One wildcard subscription receives the answers of every batched read (a subscription per read
+	// would be two more protocol operations per read in a reconnect storm).
+	muxOnce   sync.Once
+	muxErr    error
+	muxPrefix string
+	muxSeq    atomic.Uint64
+	muxMu     sync.Mutex
+	muxSub    *nats.Subscription
+	waiting   map[string]chan *nats.Msg
 }
 
 // ReplayerConfig tunes a Replayer. Zero values are the documented defaults.
@@ -70,31 +81,46 @@ type storedMsg struct {
 func (r *Replayer) Replay(ctx context.Context, after uint64, subjects, newest []string, limit int,
 	fn func(seq uint64, data []byte)) (complete bool, err error) {
 	var msgs []storedMsg
-	for _, q := range plan(subjects) {
-		got, over, err := r.readAfter(ctx, after, q, limit-len(msgs))
-		if err != nil {
-			return false, err
+	last := after
+	// Two passes: the second reads what was stored while the first ran, so that what Replay returns
+	// reaches at least the moment it was called (a message can be routed to live subscribers a moment
+	// before the stream has stored it).
+	for pass := range 2 {
+		from := after
+		if pass == 1 {
+			from = last
 		}
-		if over {
-			return false, nil
+		for _, q := range plan(subjects) {
+			got, over, err := r.readAfter(ctx, from, q, limit-len(msgs))
+			if err != nil {
+				return false, err
+			}
+			if over {
+				return false, nil
+			}
+			for _, m := range got {
+				last = max(last, m.seq)
+			}
+			msgs = append(msgs, got...)
 		}
-		msgs = append(msgs, got...)
-	}
-	for _, subject := range newest {
-		m, ok, err := r.last(ctx, subject)
-		if err != nil {
-			return false, err
-		}
-		if ok && m.seq > after {
-			msgs = append(msgs, m)
+		if pass == 0 {
+			for _, subject := range newest {
+				m, ok, err := r.last(ctx, subject)
+				if err != nil {
+					return false, err
+				}
+				if ok && m.seq > after {
+					msgs = append(msgs, m)
+				}
+			}
 		}
 	}
 	if len(msgs) > limit {
 		return false, nil
 	}
 	if after > 0 {
-		// Read last: if the message at after is still stored, nothing after it was dropped before the
-		// reads above (a stream drops its oldest messages first).
+		// If the message at after is still stored, nothing after it was dropped before the reads above
+		// (a stream drops its oldest messages first).
 		ok, err := r.exists(ctx, after)
 		if err != nil || !ok {
 			return false, err
@@ -180,22 +206,21 @@ func (r *Replayer) readAfter(ctx context.Context, after uint64, q query, limit i
 }
 
 func (r *Replayer) readAfterDirect(ctx context.Context, after uint64, q query, limit int) ([]storedMsg, bool, error) {
-	inbox := r.nc.NewRespInbox()
-	sub, err := r.nc.SubscribeSync(inbox)
+	reply, answers, done, err := r.openReply()
 	if err != nil {
-		return nil, false, fmt.Errorf("jetstream: replay: %w", err)
+		return nil, false, err
 	}
-	defer func() { _ = sub.Unsubscribe() }()
+	defer done()
 	var out []storedMsg
 	next := after + 1
 	for {
 		req, _ := json.Marshal(directGet{Seq: next, NextFor: q.subject, Batch: batchSize, MaxBytes: 1 << 20})
-		if err := r.nc.PublishRequest("$JS.API.DIRECT.GET."+r.stream, inbox, req); err != nil {
+		if err := r.nc.PublishRequest("$JS.API.DIRECT.GET."+r.stream, reply, req); err != nil {
 			return nil, false, fmt.Errorf("jetstream: replay: %w", err)
 		}
 		more := false
 		for {
-			m, err := r.nextMsg(ctx, sub)
+			m, err := r.nextAnswer(ctx, answers)
 			if errors.Is(err, nats.ErrNoResponders) {
 				return nil, false, errNoDirect
 			}
@@ -238,14 +263,65 @@ func (r *Replayer) readAfterDirect(ctx context.Context, after uint64, q query, l
 	}
 }
 
-func (r *Replayer) nextMsg(ctx context.Context, sub *nats.Subscription) (*nats.Msg, error) {
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
-	m, err := sub.NextMsgWithContext(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("jetstream: replay: %w", err)
+// openReply returns a reply subject of the shared answer subscription and the channel its answers
+// arrive on; done gives it back.
+func (r *Replayer) openReply() (reply string, answers chan *nats.Msg, done func(), err error) {
+	r.muxOnce.Do(func() {
+		r.muxPrefix = r.nc.NewInbox() + "."
+		r.waiting = map[string]chan *nats.Msg{}
+		r.muxSub, r.muxErr = r.nc.Subscribe(r.muxPrefix+"*", func(m *nats.Msg) {
+			r.muxMu.Lock()
+			ch := r.waiting[m.Subject]
+			r.muxMu.Unlock()
+			if ch != nil {
+				select {
+				case ch <- m:
+				default: // more than a batch: the reader has given up on this reply
+				}
+			}
+		})
+		if r.muxErr == nil {
+			r.muxErr = r.muxSub.SetPendingLimits(-1, 64<<20)
+		}
+	})
+	if r.muxErr != nil {
+		return "", nil, nil, fmt.Errorf("jetstream: replay: %w", r.muxErr)
 	}
-	return m, nil
+	reply = r.muxPrefix + strconv.FormatUint(r.muxSeq.Add(1), 36)
+	answers = make(chan *nats.Msg, batchSize+8) // a batch, its end, and room for a stray answer
+	r.muxMu.Lock()
+	r.waiting[reply] = answers
+	r.muxMu.Unlock()
+	return reply, answers, func() {
+		r.muxMu.Lock()
+		delete(r.waiting, reply)
+		r.muxMu.Unlock()
+	}, nil
+}
+
+func (r *Replayer) nextAnswer(ctx context.Context, answers chan *nats.Msg) (*nats.Msg, error) {
+	t := time.NewTimer(r.timeout)
+	defer t.Stop()
+	select {
+	case m := <-answers:
+		if m.Header.Get("Status") == "503" {
+			return nil, nats.ErrNoResponders
+		}
+		return m, nil
+	case <-t.C:
+		return nil, fmt.Errorf("jetstream: replay: %w", nats.ErrTimeout)
+	case <-ctx.Done():
+		return nil, fmt.Errorf("jetstream: replay: %w", ctx.Err())
+	}
+}
+
+// Close gives up the answer subscription.
+func (r *Replayer) Close() {
+	r.muxMu.Lock()
+	defer r.muxMu.Unlock()
+	if r.muxSub != nil {
+		_ = r.muxSub.Unsubscribe()
+	}
 }
 
 // readAfterAPI is the fallback without direct get: one JetStream API request per message.

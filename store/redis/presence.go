@@ -12,23 +12,27 @@ import (
 
 // PresenceConfig configures a Presence. Zero values are the documented defaults.
 type PresenceConfig struct {
-	// HubID names this hub among all hubs (required), e.g. its host name and a random suffix.
+	// HubID names this hub among all hubs (required), e.g. its host name, pid and start time.
 	HubID string
 	// Prefix starts every key. Default "livedrops:".
 	Prefix string
-	// TTL is how long a refresh keeps a user online; the hub refreshes well within it, so a user stays
-	// online while a hub holds a socket of theirs and goes offline at most TTL after that hub dies.
-	// Default 30s.
+	// TTL is how long a heartbeat keeps the hub alive: its users read offline at most TTL after it died.
+	// The hub beats well within it. Default 30s.
 	TTL time.Duration
-	// Now is the clock. Default time.Now.
-	Now func() time.Time
+	// ClaimTTL is how long a user's record lives without being added again; the hub adds its users again
+	// well within it. Default 1h.
+	ClaimTTL time.Duration
 }
 
-// Presence records which users have a socket on some hub, for the push notifier. One hash per user,
-// <prefix>presence:<user id>, maps each hub holding a socket of the user to the moment (Unix ms) its
-// claim runs out; the key itself expires TTL after the last refresh of any hub. A user is online while
-// some claim has not run out. It implements hub.Presence. Works on one Redis server and on a Cluster
-// (every command touches one key).
+// Presence records which users have a socket on some hub, for the push notifier. It implements
+// hub.Presence.
+//
+// Two kinds of keys: <prefix>presence:hub:<hub id> is the hub's heartbeat, a key that expires TTL after
+// the hub's last beat; <prefix>presence:user:<user id> is a hash whose fields are the hubs that hold a
+// socket of the user. A user is online while one of those hubs has its heartbeat. So a hub pays one
+// command per beat however many users it holds, one per user at connect and disconnect, and one per user
+// per ClaimTTL; and when a hub dies its users go offline within TTL, with nobody having to clean up.
+// Every command touches one key: it works on a Redis Cluster as on one server.
 type Presence struct {
 	rdb goredis.UniversalClient
 	cfg PresenceConfig
@@ -45,61 +49,53 @@ func NewPresence(rdb goredis.UniversalClient, cfg PresenceConfig) (*Presence, er
 	if cfg.TTL <= 0 {
 		cfg.TTL = 30 * time.Second
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.ClaimTTL <= 0 {
+		cfg.ClaimTTL = time.Hour
 	}
 	return &Presence{rdb: rdb, cfg: cfg}, nil
 }
 
-func (p *Presence) key(userID int64) string {
-	return p.cfg.Prefix + "presence:" + strconv.FormatInt(userID, 10)
+func (p *Presence) userKey(userID int64) string {
+	return p.cfg.Prefix + "presence:user:" + strconv.FormatInt(userID, 10)
 }
 
-// refreshScript claims a user for a hub until ARGV[2] (Unix ms), drops the claims of other hubs that ran
-// out before ARGV[3] (now), and keeps the key ARGV[4] ms.
-var refreshScript = goredis.NewScript(`
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-if redis.call('HLEN', KEYS[1]) > 1 then
-  local all = redis.call('HGETALL', KEYS[1])
-  for i = 1, #all, 2 do
-    if tonumber(all[i+1]) < tonumber(ARGV[3]) then redis.call('HDEL', KEYS[1], all[i]) end
-  end
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return 1`)
+func (p *Presence) hubKey(hubID string) string { return p.cfg.Prefix + "presence:hub:" + hubID }
 
-// Refresh marks userIDs online on this hub for TTL.
-func (p *Presence) Refresh(ctx context.Context, userIDs []int64) error {
-	if len(userIDs) == 0 {
-		return nil
-	}
-	if err := refreshScript.Load(ctx, p.rdb).Err(); err != nil {
-		return fmt.Errorf("redis: presence refresh: %w", err)
-	}
-	now := p.cfg.Now()
-	until := strconv.FormatInt(now.Add(p.cfg.TTL).UnixMilli(), 10)
-	nowMS := strconv.FormatInt(now.UnixMilli(), 10)
-	ttl := strconv.FormatInt(p.cfg.TTL.Milliseconds(), 10)
-	_, err := p.rdb.Pipelined(ctx, func(pipe goredis.Pipeliner) error {
-		for _, id := range userIDs {
-			refreshScript.EvalSha(ctx, pipe, []string{p.key(id)}, p.cfg.HubID, until, nowMS, ttl)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("redis: presence refresh: %w", err)
+// Heartbeat says this hub is alive for TTL.
+func (p *Presence) Heartbeat(ctx context.Context) error {
+	if err := p.rdb.Set(ctx, p.hubKey(p.cfg.HubID), "1", p.cfg.TTL).Err(); err != nil {
+		return fmt.Errorf("redis: presence heartbeat: %w", err)
 	}
 	return nil
 }
 
-// Remove withdraws this hub's claim on userIDs (their last socket here closed).
+// Add records that this hub holds sockets of userIDs (again: it also renews their records).
+func (p *Presence) Add(ctx context.Context, userIDs []int64) error {
+	if len(userIDs) == 0 {
+		return nil
+	}
+	_, err := p.rdb.Pipelined(ctx, func(pipe goredis.Pipeliner) error {
+		for _, id := range userIDs {
+			k := p.userKey(id)
+			pipe.HSet(ctx, k, p.cfg.HubID, "1")
+			pipe.Expire(ctx, k, p.cfg.ClaimTTL)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("redis: presence add: %w", err)
+	}
+	return nil
+}
+
+// Remove records that this hub holds no socket of userIDs any more.
 func (p *Presence) Remove(ctx context.Context, userIDs []int64) error {
 	if len(userIDs) == 0 {
 		return nil
 	}
 	_, err := p.rdb.Pipelined(ctx, func(pipe goredis.Pipeliner) error {
 		for _, id := range userIDs {
-			pipe.HDel(ctx, p.key(id), p.cfg.HubID)
+			pipe.HDel(ctx, p.userKey(id), p.cfg.HubID)
 		}
 		return nil
 	})
@@ -109,26 +105,38 @@ func (p *Presence) Remove(ctx context.Context, userIDs []int64) error {
 	return nil
 }
 
-// Online reports, for each of userIDs, whether some hub holds a live socket of the user.
+// Online reports, for each of userIDs, whether a live hub holds a socket of the user. Two round trips
+// whatever the number of users.
 func (p *Presence) Online(ctx context.Context, userIDs []int64) ([]bool, error) {
 	out := make([]bool, len(userIDs))
 	if len(userIDs) == 0 {
 		return out, nil
 	}
-	cmds := make([]*goredis.StringSliceCmd, len(userIDs))
-	_, err := p.rdb.Pipelined(ctx, func(pipe goredis.Pipeliner) error {
+	claims := make([]*goredis.StringSliceCmd, len(userIDs))
+	if _, err := p.rdb.Pipelined(ctx, func(pipe goredis.Pipeliner) error {
 		for i, id := range userIDs {
-			cmds[i] = pipe.HVals(ctx, p.key(id))
+			claims[i] = pipe.HKeys(ctx, p.userKey(id))
 		}
 		return nil
-	})
-	if err != nil && !errors.Is(err, goredis.Nil) {
+	}); err != nil {
 		return nil, fmt.Errorf("redis: presence: %w", err)
 	}
-	now := p.cfg.Now().UnixMilli()
-	for i, cmd := range cmds {
-		for _, v := range cmd.Val() {
-			if until, err := strconv.ParseInt(v, 10, 64); err == nil && until > now {
+	alive := map[string]*goredis.IntCmd{}
+	if _, err := p.rdb.Pipelined(ctx, func(pipe goredis.Pipeliner) error {
+		for _, c := range claims {
+			for _, hub := range c.Val() {
+				if alive[hub] == nil {
+					alive[hub] = pipe.Exists(ctx, p.hubKey(hub))
+				}
+			}
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("redis: presence: %w", err)
+	}
+	for i, c := range claims {
+		for _, hub := range c.Val() {
+			if alive[hub].Val() == 1 {
 				out[i] = true
 				break
 			}

@@ -2,7 +2,6 @@ package redis_test
 
 import (
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -10,26 +9,16 @@ import (
 	"github.com/livedrops/livedrops/store/storetest"
 )
 
-// clock is a settable clock for the presence tests.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
-
 func TestPresence(t *testing.T) {
 	rdb, prefix := storetest.NewRedis(t)
-	clk := &clock{now: time.Now()}
-	newHub := func(id string) *redis.Presence {
-		p, err := redis.NewPresence(rdb, redis.PresenceConfig{HubID: id, Prefix: prefix, TTL: 30 * time.Second, Now: clk.Now})
+	newHub := func(id string, ttl time.Duration) *redis.Presence {
+		p, err := redis.NewPresence(rdb, redis.PresenceConfig{HubID: id, Prefix: prefix, TTL: ttl, ClaimTTL: time.Minute})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return p
 	}
-	a, b := newHub("hub-a"), newHub("hub-b")
+	a, b := newHub("hub-a", 30*time.Second), newHub("hub-b", 30*time.Second)
 	ctx := t.Context()
 	check := func(step string, want []bool) {
 		t.Helper()
@@ -42,13 +31,18 @@ func TestPresence(t *testing.T) {
 		}
 	}
 	check("nobody", []bool{false, false, false})
-	if err := a.Refresh(ctx, []int64{1, 2}); err != nil {
+	for _, p := range []*redis.Presence{a, b} {
+		if err := p.Heartbeat(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Add(ctx, []int64{1, 2}); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Refresh(ctx, []int64{2}); err != nil {
+	if err := b.Add(ctx, []int64{2}); err != nil {
 		t.Fatal(err)
 	}
-	check("after refresh", []bool{true, true, false})
+	check("after add", []bool{true, true, false})
 	if err := a.Remove(ctx, []int64{2}); err != nil {
 		t.Fatal(err)
 	}
@@ -57,34 +51,34 @@ func TestPresence(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("user 2 gone from both", []bool{true, false, false})
-
-	// Hub a dies: nobody refreshes user 1; the claim runs out with the TTL.
-	clk.Add(29 * time.Second)
-	check("just within the TTL", []bool{true, false, false})
-	clk.Add(2 * time.Second)
-	check("past the TTL", []bool{false, false, false})
-
-	// The key itself expires in Redis too (TTL set on every refresh).
-	ttl, err := rdb.PTTL(ctx, prefix+"presence:1").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ttl <= 0 || ttl > 30*time.Second {
-		t.Errorf("key TTL %s, want within (0, 30s]", ttl)
+	ttl, err := rdb.TTL(ctx, prefix+"presence:user:1").Result()
+	if err != nil || ttl <= 0 || ttl > time.Minute {
+		t.Errorf("user record TTL %s, %v: want within (0, 1m]", ttl, err)
 	}
 
-	// A refresh of another hub drops the run-out claim of the dead one.
-	if err := b.Refresh(ctx, []int64{1}); err != nil {
+	// Hub c claims user 3 and dies: its heartbeat runs out and user 3 reads offline, with no clean-up.
+	c := newHub("hub-c", 300*time.Millisecond)
+	if err := c.Heartbeat(ctx); err != nil {
 		t.Fatal(err)
 	}
-	fields, err := rdb.HKeys(ctx, prefix+"presence:1").Result()
-	if err != nil {
+	if err := c.Add(ctx, []int64{3}); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(fields, []string{"hub-b"}) {
-		t.Errorf("claims on user 1: got %v, want [hub-b]", fields)
+	check("user 3 on hub c", []bool{true, false, true})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, err := a.Online(ctx, []int64{3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !got[0] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("user 3 still online 5s after hub c's heartbeat ran out")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	check("user 1 on hub b", []bool{true, false, false})
 }
 
 func TestNewPresenceNeedsHubID(t *testing.T) {

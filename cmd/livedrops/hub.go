@@ -1,0 +1,82 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/livedrops/livedrops/api/auth"
+	"github.com/livedrops/livedrops/fanout/jetstream"
+	"github.com/livedrops/livedrops/hub"
+	"github.com/livedrops/livedrops/store/postgres"
+	"github.com/livedrops/livedrops/store/redis"
+)
+
+// Compile-time checks that the adapters fit the interfaces package hub declares.
+var (
+	_ hub.Verifier  = (*auth.Tokens)(nil)
+	_ hub.Follows   = (*postgres.Hub)(nil)
+	_ hub.Drops     = (*postgres.Hub)(nil)
+	_ hub.Sequences = (*postgres.Hub)(nil)
+	_ hub.Bus       = (*jetstream.Subscriber)(nil)
+	_ hub.Replayer  = (*jetstream.Replayer)(nil)
+	_ hub.Presence  = (*redis.Presence)(nil)
+)
+
+// hubNode is the hub role: the socket hub and the NATS adapters it owns.
+type hubNode struct {
+	hub      *hub.Hub
+	bus      *jetstream.Subscriber
+	replayer *jetstream.Replayer
+}
+
+// mountHub starts the hub and mounts GET /ws and GET /events on r.
+func (a *App) mountHub(r chi.Router) error {
+	cfg := a.cfg
+	host, _ := os.Hostname()
+	presence, err := redis.NewPresence(a.rdb, redis.PresenceConfig{
+		HubID:  fmt.Sprintf("%s-%d-%d", host, os.Getpid(), time.Now().UnixNano()),
+		Prefix: cfg.CachePrefix,
+	})
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	replayer, err := jetstream.NewReplayer(a.nc, jetstream.ReplayerConfig{})
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	bus := jetstream.NewSubscriber(a.nc, a.logger, jetstream.SubscriberConfig{})
+	queries := postgres.NewHub(a.pool)
+	h, err := hub.New(hub.Config{
+		AllowedOrigins:    cfg.AllowedOrigins,
+		MaxSocketsPerUser: cfg.MaxSocketsPerUser,
+		ReplayWindow:      cfg.ReplayWindow,
+	}, hub.Deps{
+		Logger: a.logger, Registerer: a.registry, Verifier: a.tokens,
+		Follows: queries, Drops: queries, Sequences: queries,
+		Bus: bus, Replayer: replayer, Presence: presence,
+	})
+	if err != nil {
+		bus.Close()
+		replayer.Close()
+		return fmt.Errorf("hub: %w", err)
+	}
+	a.hub = &hubNode{hub: h, bus: bus, replayer: replayer}
+	r.Get("/ws", h.ServeWS)
+	r.Get("/events", h.ServeSSE)
+	return nil
+}
+
+// parseOrigins splits a comma-separated list of origin patterns.
+func parseOrigins(v string) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,324 @@
+// Package hub is the real-time push server of LiveDrops: it holds the WebSocket (GET /ws) and
+// Server-Sent Events (GET /events) connections of users and writes each live event to every local
+// recipient. docs/protocol.md is the clients' reference; this comment is the map of the code.
+//
+// Interest: a user's sockets on this hub share one entry that knows whom the user follows (loaded once
+// from the store, paged, then kept current by follow.changed events). A sharded registry indexes users
+// under the creators they follow and sockets under the drops they watch. The hub holds one NATS
+// subscription per subject that at least one local socket needs (ld.user.<id>, ld.creator.<id>,
+// ld.drop.<id>), reference counted, and drops it when the last interested socket leaves.
+//
+// Fan-out: an event is decoded once, its bytes are shared by every recipient (the WebSocket text frame
+// and, built once on first use, the SSE record), and the recipients are split into chunks that a few
+// worker goroutines write in place. Each socket has a bounded queue used only while it is busy; the
+// hijacked connection never blocks a worker (transport.go): a socket whose kernel buffer is full gets a
+// goroutine of its own until it catches up or stalls past Config.WriteTimeout. stock.changed is
+// coalesced to the newest value per drop for a busy socket; any other event that does not fit closes
+// the socket with CloseSlowReader, so its client resumes. Every drop and disconnect is counted.
+//
+// Resume (resume.go): a socket that connects with ?since=<event id> (or Last-Event-ID) buffers its live
+// events, replays from JetStream what it missed on its subjects, and then releases the buffer without
+// the events the replay already sent: no gap and no duplicate, whichever hub the client lands on.
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Verifier checks a bearer token and returns its user id (*auth.Tokens satisfies it).
+type Verifier interface {
+	Verify(token string) (userID int64, err error)
+}
+
+// Follows lists whom a user follows, in pages ordered by creator id: the ids greater than after, at most
+// limit of them.
+type Follows interface {
+	FollowedCreators(ctx context.Context, userID, after int64, limit int) ([]int64, error)
+}
+
+// Drops names the creator of a drop; an unknown drop is an error wrapping store.ErrNotFound.
+type Drops interface {
+	DropCreator(ctx context.Context, dropID int64) (int64, error)
+}
+
+// Sequences maps an event id to the JetStream stream sequence its message got; an event the stream
+// never got (unknown, pruned or not yet published) is an error wrapping store.ErrNotFound.
+type Sequences interface {
+	StreamSeq(ctx context.Context, eventID string) (uint64, error)
+}
+
+// Bus delivers live messages: deliver is called with each message published on subject, one call at a
+// time, in order, until unsubscribe is called. Flush returns once every earlier Subscribe is in force
+// at the server. (fanout/jetstream.Subscriber implements it over core NATS.)
+type Bus interface {
+	Subscribe(subject string, deliver func(subject string, data []byte)) (unsubscribe func() error, err error)
+	Flush(ctx context.Context) error
+}
+
+// Replayer reads what a stream still holds. Replay calls fn, oldest first, once per message, with each
+// message stored after stream sequence after on one of subjects, and with only the newest such message
+// of each of newest, up to at least what was stored when Replay was called; complete is false when it
+// cannot give everything: more than limit messages, or the message at after is no longer stored (the gap
+// is older than the stream keeps).
+type Replayer interface {
+	Replay(ctx context.Context, after uint64, subjects, newest []string, limit int,
+		fn func(seq uint64, data []byte)) (complete bool, err error)
+}
+
+// Presence records which users have a socket on this hub, for the push notifier: Add when a user's
+// first socket arrives (and again every Config.PresenceRefresh), Remove when the last one leaves, and a
+// Heartbeat every Config.PresenceHeartbeat that keeps the hub's claims alive; a hub that stops beating
+// (it died) has its users read offline soon after (store/redis: 30 s).
+type Presence interface {
+	Add(ctx context.Context, userIDs []int64) error
+	Remove(ctx context.Context, userIDs []int64) error
+	Heartbeat(ctx context.Context) error
+}
+
+// Config tunes a Hub. Every zero value means the documented default.
+type Config struct {
+	// AllowedOrigins are host patterns (path.Match, e.g. "*.livedrops.example") of browser pages allowed
+	// to connect besides the hub's own host; a pattern with "://" is matched against scheme://host.
+	// Clients that send no Origin header (not browsers) are always allowed. Default: same origin only.
+	AllowedOrigins []string
+	// MaxSocketsPerUser caps one user's sockets on this hub. Default 16.
+	MaxSocketsPerUser int
+	// MaxWatches caps the drops one socket watches. Default 32.
+	MaxWatches int
+	// ReadLimit is the largest client frame in bytes. Default 1024.
+	ReadLimit int64
+	// QueueLen is how many frames may wait for a busy socket before it is a slow reader. Default 256.
+	QueueLen int
+	// WriteTimeout is how long a socket whose kernel buffer is full may take nothing before it is closed
+	// as a slow reader. Default 5s.
+	WriteTimeout time.Duration
+	// BacklogBytes caps the bytes of a frame a socket's kernel could not take at once. Default 64 KiB.
+	BacklogBytes int
+	// KeepAlive is the period of WebSocket pings and SSE comments. Default 25s.
+	KeepAlive time.Duration
+	// PongTimeout is how long a WebSocket ping may wait for its pong before the peer counts as dead.
+	// Default 15s.
+	PongTimeout time.Duration
+	// Workers is the number of fan-out writers. Default GOMAXPROCS.
+	Workers int
+	// ChunkSize is how many recipients one worker writes as one batch. Default 128.
+	ChunkSize int
+	// Shards is the number of registry shards. Default 64.
+	Shards int
+	// ReplayWindow is how far back a resume reaches, announced in hello; the stream must keep at least
+	// this much. Default 10m.
+	ReplayWindow time.Duration
+	// ReplayLimit is the most events one resume replays; a longer gap is answered recovered:false.
+	// Default 1000.
+	ReplayLimit int
+	// MaxResumes caps resumes in progress at once (a reconnect storm queues). Default 64.
+	MaxResumes int
+	// SetupTimeout bounds setting a socket up: loading follows, resuming. Default 10s.
+	SetupTimeout time.Duration
+	// DrainSpread is the span over which a draining hub spreads its clients' reconnect hints. Default 10s.
+	DrainSpread time.Duration
+	// FollowPageSize is the page size of the follow list. Default 1000.
+	FollowPageSize int
+	// PresenceHeartbeat is how often the hub tells the Presence store it is alive. Default 10s.
+	PresenceHeartbeat time.Duration
+	// PresenceRefresh is how often the hub adds all its users to the Presence store again, renewing their
+	// records. Default 20m.
+	PresenceRefresh time.Duration
+	// RecentIDs is how many of the last event ids the hub remembers to drop a second publication of an
+	// event (the relay publishes again after a failure; JetStream keeps one copy, live subscribers hear
+	// both). Default 16384.
+	RecentIDs int
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+func (c Config) withDefaults() Config {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.MaxSocketsPerUser, 16)
+	def(&c.MaxWatches, 32)
+	if c.ReadLimit <= 0 {
+		c.ReadLimit = 1024
+	}
+	def(&c.QueueLen, 256)
+	defDur(&c.WriteTimeout, 5*time.Second)
+	def(&c.BacklogBytes, 64<<10)
+	defDur(&c.KeepAlive, 25*time.Second)
+	defDur(&c.PongTimeout, 15*time.Second)
+	def(&c.Workers, runtime.GOMAXPROCS(0))
+	def(&c.ChunkSize, 128)
+	def(&c.Shards, 64)
+	defDur(&c.ReplayWindow, 10*time.Minute)
+	def(&c.ReplayLimit, 1000)
+	def(&c.MaxResumes, 64)
+	defDur(&c.SetupTimeout, 10*time.Second)
+	defDur(&c.DrainSpread, 10*time.Second)
+	def(&c.FollowPageSize, 1000)
+	defDur(&c.PresenceHeartbeat, 10*time.Second)
+	defDur(&c.PresenceRefresh, 20*time.Minute)
+	def(&c.RecentIDs, 16384)
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Deps are the hub's collaborators. Logger, Verifier, Follows, Drops and Bus are required; without
+// Sequences and Replayer every resume answers recovered:false; without Presence none is recorded;
+// without Registerer no metrics are exported.
+type Deps struct {
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Verifier   Verifier
+	Follows    Follows
+	Drops      Drops
+	Bus        Bus
+	Sequences  Sequences
+	Replayer   Replayer
+	Presence   Presence
+}
+
+// Hub is one hub node. Its ServeWS and ServeSSE handlers serve /ws and /events; Shutdown closes every
+// socket and stops it.
+type Hub struct {
+	cfg Config
+	d   Deps
+	log *slog.Logger
+	m   *metrics
+
+	reg      *registry
+	interest *interest
+	jobs     chan job
+	evSeq    atomic.Uint64
+	connSeq  atomic.Uint64
+	resumes  chan struct{} // semaphore of resumes in progress
+
+	recent       *recentIDs // the last event ids delivered, to drop re-publications
+	dropCreators sync.Map   // drop id -> creator id (a drop never changes creator)
+	dropCacheN   counter
+	seqCache     *seqCache
+
+	presence *presenceTracker
+	scratch  sync.Pool // *[]byte: a frame is assembled in one before its single write
+
+	draining atomic.Bool
+	stop     chan struct{}
+	bg       sync.WaitGroup // workers, keepalive, presence
+	conns    sync.WaitGroup // every goroutine a socket owns
+	stopOnce sync.Once
+}
+
+// New checks deps and starts a hub: its fan-out workers, keep-alive and presence loops.
+func New(cfg Config, deps Deps) (*Hub, error) {
+	switch {
+	case deps.Logger == nil:
+		return nil, errors.New("hub: Deps.Logger is required")
+	case deps.Verifier == nil:
+		return nil, errors.New("hub: Deps.Verifier is required")
+	case deps.Follows == nil:
+		return nil, errors.New("hub: Deps.Follows is required")
+	case deps.Drops == nil:
+		return nil, errors.New("hub: Deps.Drops is required")
+	case deps.Bus == nil:
+		return nil, errors.New("hub: Deps.Bus is required")
+	}
+	cfg = cfg.withDefaults()
+	if _, err := matchOrigin("", "", cfg.AllowedOrigins); err != nil {
+		return nil, fmt.Errorf("hub: AllowedOrigins: %w", err)
+	}
+	reg := deps.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry() // metrics kept, not exported
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	h := &Hub{
+		cfg:      cfg,
+		d:        deps,
+		log:      deps.Logger,
+		m:        m,
+		reg:      newRegistry(cfg.Shards),
+		jobs:     make(chan job, 4096),
+		resumes:  make(chan struct{}, cfg.MaxResumes),
+		seqCache: newSeqCache(4096),
+		recent:   newRecentIDs(cfg.RecentIDs),
+		stop:     make(chan struct{}),
+	}
+	h.scratch.New = func() any { b := make([]byte, 0, 2048); return &b }
+	h.interest = newInterest(cfg.Shards, deps.Bus, h.deliver, m)
+	h.presence = newPresenceTracker(h)
+	for range cfg.Workers {
+		h.bg.Add(1)
+		go h.worker()
+	}
+	h.bg.Add(2)
+	go h.keepAliveLoop()
+	go h.presence.loop()
+	return h, nil
+}
+
+// Shutdown drains the hub: new sockets are refused with CloseDraining, every open socket is closed with
+// CloseDraining and a reconnect hint spread uniformly over Config.DrainSpread (SSE: the retry field),
+// and Shutdown waits for them to be gone. When ctx ends first the rest are cut. Then it gives up its
+// subscriptions, removes its users from presence and stops its goroutines. Safe to call twice.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	var err error
+	h.stopOnce.Do(func() { err = h.shutdown(ctx) })
+	return err
+}
+
+func (h *Hub) shutdown(ctx context.Context) error {
+	h.draining.Store(true)
+	start := h.cfg.Now()
+	conns := h.reg.allConns()
+	sem := make(chan struct{}, 128) // close handshakes in flight, like Centrifugo
+	for _, c := range conns {
+		after := jitter(h.cfg.DrainSpread)
+		c.closeWith(CloseDraining, drainReason(after), reasonDrain, sem)
+	}
+	done := make(chan struct{})
+	go func() { h.conns.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		for _, c := range h.reg.allConns() {
+			c.cut()
+		}
+		for _, c := range conns {
+			c.cut()
+		}
+		<-done
+		err = fmt.Errorf("hub: drain: %w", ctx.Err())
+	}
+	close(h.stop)
+	h.bg.Wait()
+	h.interest.releaseAll()
+	h.log.Info("hub drained", "sockets", len(conns), "duration_ms", h.cfg.Now().Sub(start).Milliseconds())
+	return err
+}
+
+// newConnID returns a process-unique, unguessable connection id.
+func newConnID(seq uint64) string {
+	return fmt.Sprintf("%x-%08x", seq, rand.Uint32())
+}

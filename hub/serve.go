@@ -1,0 +1,233 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"sync/atomic"
+
+	"github.com/livedrops/livedrops/fanout"
+	"github.com/livedrops/livedrops/store"
+)
+
+// takeToken returns the bearer token of r, from the Authorization header or else the access_token query
+// parameter, and removes the parameter from r.URL so that nothing downstream (an access log, a panic
+// handler) can print it.
+func takeToken(r *http.Request) string {
+	q := r.URL.Query()
+	token := q.Get("access_token")
+	if q.Has("access_token") {
+		q.Del("access_token")
+		r.URL.RawQuery = q.Encode()
+	}
+	if scheme, t, ok := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " "); ok &&
+		strings.EqualFold(scheme, "Bearer") && strings.TrimSpace(t) != "" {
+		token = strings.TrimSpace(t)
+	}
+	return token
+}
+
+// matchOrigin reports whether a browser page of origin may connect to host: no Origin (not a browser),
+// the same host, or a match of one of patterns.
+func matchOrigin(origin, host string, patterns []string) (bool, error) {
+	for _, p := range patterns {
+		if _, err := path.Match(p, "x"); err != nil {
+			return false, fmt.Errorf("pattern %q: %w", p, err)
+		}
+	}
+	if origin == "" {
+		return true, nil
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false, nil
+	}
+	if strings.EqualFold(u.Host, host) {
+		return true, nil
+	}
+	for _, p := range patterns {
+		target := u.Host
+		if strings.Contains(p, "://") {
+			target = u.Scheme + "://" + u.Host
+		}
+		if ok, _ := path.Match(strings.ToLower(p), strings.ToLower(target)); ok {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// connRequest is what a socket asks for in its URL.
+type connRequest struct {
+	resume  bool   // a resume position was given, valid or not
+	since   string // the valid position, "" when malformed
+	watches []int64
+}
+
+func (h *Hub) parseRequest(r *http.Request, lastEventID string) (connRequest, error) {
+	var req connRequest
+	q := r.URL.Query()
+	raw, has := lastEventID, lastEventID != ""
+	if !has && q.Has("since") {
+		raw, has = q.Get("since"), true
+	}
+	if has {
+		req.resume = true
+		req.since, _ = ParseEventID(raw)
+	}
+	w, err := ParseDropList(q.Get("watch"), h.cfg.MaxWatches)
+	req.watches = w
+	return req, err
+}
+
+var errTooManyWatches = errors.New("hub: too many watched drops")
+
+// dropCreator is the creator of dropID, cached (a drop never changes creator).
+func (h *Hub) dropCreator(ctx context.Context, dropID int64) (int64, error) {
+	if v, ok := h.dropCreators.Load(dropID); ok {
+		return v.(int64), nil
+	}
+	creator, err := h.d.Drops.DropCreator(ctx, dropID)
+	if err != nil {
+		return 0, err
+	}
+	if h.dropCacheN.Add(1) > 100_000 {
+		h.dropCreators.Clear()
+		h.dropCacheN.Store(0)
+	}
+	h.dropCreators.Store(dropID, creator)
+	return creator, nil
+}
+
+// watch makes c receive dropID's stock ticks and lifecycle.
+func (h *Hub) watch(ctx context.Context, c *conn, dropID int64) error {
+	creator, err := h.dropCreator(ctx, dropID)
+	if err != nil {
+		return err
+	}
+	c.imu.Lock()
+	defer c.imu.Unlock()
+	if c.gone {
+		return nil
+	}
+	if _, ok := c.watches[dropID]; ok {
+		return nil
+	}
+	if len(c.watches) >= h.cfg.MaxWatches {
+		return errTooManyWatches
+	}
+	if err := h.interest.acquire(fanout.DropSubject(dropID)); err != nil {
+		return err
+	}
+	if err := h.interest.acquire(fanout.CreatorSubject(creator)); err != nil {
+		h.interest.release(fanout.DropSubject(dropID))
+		return err
+	}
+	if c.watches == nil {
+		c.watches = map[int64]int64{}
+	}
+	c.watches[dropID] = creator
+	h.reg.addWatcher(dropID, c)
+	return nil
+}
+
+func (h *Hub) unwatch(c *conn, dropID int64) {
+	c.imu.Lock()
+	defer c.imu.Unlock()
+	creator, ok := c.watches[dropID]
+	if c.gone || !ok {
+		return
+	}
+	delete(c.watches, dropID)
+	h.reg.removeWatcher(dropID, c)
+	h.interest.release(fanout.DropSubject(dropID))
+	h.interest.release(fanout.CreatorSubject(creator))
+}
+
+// watchError is the error frame for a refused watch.
+func watchError(err error, f ClientFrame) *frame {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return controlFrame(encodeError("not_found", fmt.Sprintf("no drop %d", f.DropID), f))
+	case errors.Is(err, errTooManyWatches):
+		return controlFrame(encodeError("limit_exceeded", "this socket watches the most drops allowed", f))
+	default:
+		return controlFrame(encodeError("unavailable", "try again later", f))
+	}
+}
+
+// start finishes the setup of a joined socket: its watches, its resume, then the hello frame, what the
+// resume replays and what arrived meanwhile; then the socket is live.
+func (h *Hub) start(ctx context.Context, c *conn, req connRequest) {
+	var early []*frame
+	for _, d := range req.watches {
+		if err := h.watch(ctx, c, d); err != nil {
+			early = append(early, watchError(err, ClientFrame{Op: OpWatch, DropID: d}))
+		}
+	}
+	// Every subscription of c is in force at the server before hello: the client receives every event
+	// published after hello, and a resume reads the stream only after that point.
+	flushed := h.d.Bus.Flush(ctx)
+	if flushed != nil {
+		h.log.Warn("hub: flush subscriptions", "conn_id", c.id, "err", flushed)
+	}
+	recovered := false
+	var replay []*frame
+	if req.resume {
+		if flushed == nil {
+			recovered, replay = h.resume(ctx, c, req.since)
+		} else {
+			h.m.resumes.WithLabelValues(resumeError).Inc()
+		}
+	}
+	hello := controlFrame(encodeHello(c.id, h.cfg.Now(), h.cfg.ReplayWindow, req.resume, recovered))
+	c.mu.Lock()
+	q := make([]*frame, 0, 1+len(early)+len(replay)+len(c.queue))
+	q = append(q, hello)
+	q = append(q, early...)
+	q = append(q, replay...)
+	q = append(q, c.queue...)
+	c.extra = len(replay)
+	if len(replay) > 0 {
+		c.skip = make(map[string]struct{}, len(replay))
+		for _, f := range replay {
+			c.skip[f.id] = struct{}{}
+		}
+	}
+	c.queue = q
+	c.mu.Unlock()
+	h.m.queued.Add(float64(1 + len(early) + len(replay)))
+	c.run(nil)
+}
+
+// handleFrame acts on one client frame.
+func (h *Hub) handleFrame(c *conn, f ClientFrame) {
+	switch f.Op {
+	case OpPing:
+		c.offer(controlFrame(pongFrame))
+	case OpWatch:
+		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.SetupTimeout)
+		defer cancel()
+		if err := h.watch(ctx, c, f.DropID); err != nil {
+			if !errors.Is(err, store.ErrNotFound) && !errors.Is(err, errTooManyWatches) {
+				h.log.Warn("hub: watch", "conn_id", c.id, "drop_id", f.DropID, "err", err)
+			}
+			c.offer(watchError(err, f))
+			return
+		}
+		// The ack comes once the drop's subjects are in force at the server.
+		if err := h.d.Bus.Flush(ctx); err != nil {
+			h.log.Warn("hub: flush subscriptions", "conn_id", c.id, "err", err)
+		}
+		c.offer(controlFrame(encodeWatching(f.DropID)))
+	case OpUnwatch:
+		h.unwatch(c, f.DropID)
+	}
+}
+
+// counter is an atomic count with a bound, for caches.
+type counter = atomic.Int64
