@@ -10,7 +10,8 @@
 //
 // Protocol with whoever runs it (loadtest/fanoutbench), on stdout:
 //
-//	READY sockets=<n> failed=<n>          every socket got its hello (or failed to connect)
+//	READY sockets=<n> failed=<n>          every socket got its hello (or failed: could not connect, or
+//	                                      was refused ten times; a refusal that says reconnect is retried)
 //	GOT                                   the sockets got the awaited events, or the wait ran out
 //	DONE  sockets=<n> received=<n> ...    and here is how it went (the sockets are closed by then)
 //
@@ -28,6 +29,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -124,19 +126,22 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 		hellos.Add(1)
 		go func() {
 			defer func() { <-sem }()
-			s, err := dial(connectCtx, targets[i%len(targets)], tok, sourceAddr(cfg.srcBase, cfg.from+i))
+			defer hellos.Done()
+			s, wasRecovered, err := connect(connectCtx, targets[i%len(targets)], tok, sourceAddr(cfg.srcBase, cfg.from+i))
 			if err != nil {
 				failed.Add(1)
 				firstErr.CompareAndSwap(nil, &err)
-				hellos.Done()
 				return
+			}
+			if wasRecovered {
+				recovered.Add(1)
 			}
 			socks[i] = s
 			got.Add(1)
 			readers.Add(1)
 			go func() {
 				defer readers.Done()
-				s.read(cfg, &hellos, &got, &recovered)
+				s.read(cfg, &got)
 			}()
 		}()
 	}
@@ -222,6 +227,66 @@ func sourceAddr(base, i int) *net.TCPAddr {
 	return &net.TCPAddr{IP: net.IPv4(127, byte(base+i/62500), byte(i/250%250), byte(i%250+1))}
 }
 
+// connect opens a socket and waits for its hello, as a real client does: a socket the hub closes before
+// its hello with a code that says "reconnect" (4000-4099: draining, slow reader, server error, e.g. a
+// hub shedding a connect storm) is opened again after a jittered, growing pause. It returns whether the
+// hello said recovered:true.
+func connect(ctx context.Context, u *url.URL, token string, src *net.TCPAddr) (*socket, bool, error) {
+	pause := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		s, err := dial(ctx, u, token, src)
+		if err != nil {
+			return nil, false, err
+		}
+		recovered, code, err := s.awaitHello()
+		if err == nil {
+			return s, recovered, nil
+		}
+		_ = s.conn.Close()
+		if code < 4000 || code > 4099 || attempt == 10 {
+			return nil, false, fmt.Errorf("attempt %d: %w", attempt, err)
+		}
+		jitter := time.Duration(mrand.Int64N(int64(pause)))
+		select {
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		case <-time.After(pause + jitter):
+		}
+		pause = min(2*pause, 4*time.Second)
+	}
+}
+
+// awaitHello reads frames until the hello. A close frame before it returns its code.
+func (s *socket) awaitHello() (recovered bool, closeCode int, err error) {
+	_ = s.conn.SetReadDeadline(time.Now().Add(time.Minute))
+	defer s.conn.SetReadDeadline(time.Time{})
+	var payload []byte
+	for {
+		op, p, err := s.frame(payload[:0])
+		if err != nil {
+			return false, 0, fmt.Errorf("before hello: %w", err)
+		}
+		payload = p
+		switch op {
+		case 0x9:
+			if err := s.writeFrame(0xA, p); err != nil {
+				return false, 0, err
+			}
+		case 0x8:
+			code := 0
+			if len(p) >= 2 {
+				code = int(binary.BigEndian.Uint16(p))
+			}
+			_ = s.writeFrame(0x8, p[:min(2, len(p))])
+			return false, code, fmt.Errorf("closed before hello with code %d: %s", code, p[min(2, len(p)):])
+		case 0x1:
+			if bytes.Contains(p, []byte(`"type":"hello"`)) {
+				return bytes.Contains(p, []byte(`"recovered":true`)), 0, nil
+			}
+		}
+	}
+}
+
 // dial opens a WebSocket by hand: TCP from src, the upgrade request, the 101 answer.
 func dial(ctx context.Context, u *url.URL, token string, src *net.TCPAddr) (*socket, error) {
 	d := net.Dialer{LocalAddr: src, Timeout: 30 * time.Second}
@@ -260,12 +325,9 @@ var (
 )
 
 // read handles the socket's frames: the hello, pings, and the awaited events.
-func (s *socket) read(cfg config, hellos, got *sync.WaitGroup, recovered *atomic.Int64) {
-	helloSeen, counted := false, false
+func (s *socket) read(cfg config, got *sync.WaitGroup) {
+	counted := false
 	defer func() {
-		if !helloSeen {
-			hellos.Done()
-		}
 		if !counted {
 			got.Done()
 		}
@@ -288,16 +350,6 @@ func (s *socket) read(cfg config, hellos, got *sync.WaitGroup, recovered *atomic
 			return
 		case 0x1:
 			now := time.Now()
-			if !helloSeen {
-				if bytes.Contains(p, []byte(`"type":"hello"`)) {
-					if bytes.Contains(p, []byte(`"recovered":true`)) {
-						recovered.Add(1)
-					}
-					helloSeen = true
-					hellos.Done()
-				}
-				continue
-			}
 			if !bytes.Contains(p, want) {
 				continue
 			}
