@@ -171,18 +171,20 @@ func (h *Hub) start(ctx context.Context, c *conn, req connRequest) {
 	}
 	// Every subscription of c is in force at the server before hello: the client receives every event
 	// published after hello, and a resume reads the stream only after that point.
-	flushed := h.d.Bus.Flush(ctx)
-	if flushed != nil {
-		h.log.Warn("hub: flush subscriptions", "conn_id", c.id, "err", flushed)
+	// If that cannot be confirmed (NATS slow under a connect burst), the socket could miss what is
+	// published meanwhile: it is told to reconnect (4002) instead of getting a hello that promises more.
+	if err := h.d.Bus.Flush(ctx); err != nil {
+		h.log.Warn("hub: flush subscriptions", "conn_id", c.id, "err", err)
+		if req.resume {
+			h.m.resumes.WithLabelValues(resumeError).Inc()
+		}
+		c.closeWith(CloseServerError, "", reasonSetup, nil)
+		return
 	}
 	recovered := false
 	var replay []*frame
 	if req.resume {
-		if flushed == nil {
-			recovered, replay = h.resume(ctx, c, req.since)
-		} else {
-			h.m.resumes.WithLabelValues(resumeError).Inc()
-		}
+		recovered, replay = h.resume(ctx, c, req.since)
 	}
 	hello := controlFrame(encodeHello(c.id, h.cfg.Now(), h.cfg.ReplayWindow, req.resume, recovered))
 	c.mu.Lock()
