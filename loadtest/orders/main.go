@@ -11,9 +11,7 @@
 // the units confirmed, nothing oversold, no key holding two orders, and every order a buyer was told
 // about present.
 //
-// The server is the real binary (`livedrops all`, LIVEDROPS_ORDER_MODE) when it has the order mode
-// setting, or else a small server in this program (`orders serve`) that wires the same api package and
-// stores the way cmd/livedrops does. -server chooses.
+// The server is the real binary, `livedrops all`, in the mode of the run (LIVEDROPS_ORDER_MODE).
 //
 // It prints one line per run and, at the end,
 //
@@ -47,7 +45,6 @@ import (
 
 type options struct {
 	bin        string
-	server     string // auto, binary or builtin
 	runs       int
 	attempts   int
 	stock      int
@@ -62,19 +59,10 @@ type options struct {
 }
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "serve" {
-		if err := serveMain(os.Args[2:]); err != nil {
-			fmt.Fprintln(os.Stderr, "orders serve:", err)
-			os.Exit(1)
-		}
-		return
-	}
 	var o options
 	var buyers, pools string
 	var env stringList
 	flag.StringVar(&o.bin, "bin", "bin/livedrops", "the livedrops binary")
-	flag.StringVar(&o.server, "server", "auto", "the server: binary (livedrops all), builtin (orders serve), or auto "+
-		"(the binary when it has the order mode setting)")
 	flag.IntVar(&o.runs, "runs", 3, "runs of each mode (and baseline pool) at each buyer count")
 	flag.IntVar(&o.attempts, "attempts", 50_000, "order requests per run, retries included")
 	flag.IntVar(&o.stock, "stock", 10_000, "units of each run's drop")
@@ -95,8 +83,6 @@ func main() {
 	case err != nil:
 	case o.runs < 1 || o.attempts < 1 || o.stock < 1 || o.maxPerUser < 1:
 		err = errors.New("-runs, -attempts, -stock and -max-per-user must be positive")
-	case o.server != "auto" && o.server != "binary" && o.server != "builtin":
-		err = fmt.Errorf("-server %q: want auto, binary or builtin", o.server)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "orders:", err)
@@ -147,7 +133,7 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer st.stop(o.keepData)
-	srv, err := chooseServer(o, st)
+	srv, err := chooseServer(o)
 	if err != nil {
 		return err
 	}
