@@ -95,6 +95,7 @@ bench-events:
 # each (this machine caps a process at 20,000 open files); -storm adds a reconnect storm (BENCHMARKS.md).
 bench-fanout:
 	@.ci/deps.sh redis-server postgresql
+	$(GO) build -o $(BIN) ./cmd/livedrops
 	$(GO) build -o bin/wsfan ./loadtest/wsfan
 	$(GO) build -o bin/fanoutbench ./loadtest/fanoutbench
-	./bin/fanoutbench -wsfan bin/wsfan $(FANOUT_ARGS)
+	./bin/fanoutbench -wsfan bin/wsfan -hub-bin $(BIN) $(FANOUT_ARGS)

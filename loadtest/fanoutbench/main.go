@@ -7,9 +7,7 @@
 //
 // where the latencies run from the drop's start_time to the receipt of drop.started at the clients.
 //
-// Hubs: with -hub-bin it runs `<bin> hub` (the real binary, configured by its environment variables);
-// without, it runs itself as `fanoutbench hub`, a hub process wired exactly as cmd/livedrops is meant to
-// wire the hub role (see runHub). The drop start: the harness plays the scheduler and the relay, as they
+// Hubs: it runs `<hub-bin> hub`, the real binary configured by its environment variables. The drop start: the harness plays the scheduler and the relay, as they
 // would at start_time: it flips the drop live, writes the drop.started outbox row and publishes it to
 // JetStream with Nats-Msg-Id = event id, then records the stream sequence.
 package main
@@ -61,18 +59,11 @@ type config struct {
 }
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "hub" {
-		if err := runHub(os.Args[2:]); err != nil {
-			fmt.Fprintln(os.Stderr, "fanoutbench hub:", err)
-			os.Exit(1)
-		}
-		return
-	}
 	var cfg config
 	flag.IntVar(&cfg.hubs, "hubs", 1, "hub processes")
 	flag.IntVar(&cfg.sockets, "sockets", 19900, "followers of the creator, one socket each")
 	flag.IntVar(&cfg.perGen, "per-gen", 19900, "most sockets one generator process holds (20,000 open files per process)")
-	flag.StringVar(&cfg.hubBin, "hub-bin", "", "run `<bin> hub` as the hubs (the real binary); empty: this program's stand-in")
+	flag.StringVar(&cfg.hubBin, "hub-bin", "bin/livedrops", "the livedrops binary, run as `<bin> hub` for each hub")
 	flag.StringVar(&cfg.wsfan, "wsfan", "bin/wsfan", "the load generator binary")
 	flag.StringVar(&cfg.dir, "dir", "", "work directory (default: a temporary one, removed at the end)")
 	flag.DurationVar(&cfg.wait, "wait", 60*time.Second, "how long clients wait for the event")
@@ -315,13 +306,7 @@ func startHub(cfg config, name, dbURL, redisURL, natsURL string) (*proc, error) 
 	env := []string{"DATABASE_URL=" + dbURL, "REDIS_URL=" + redisURL, "NATS_URL=" + natsURL,
 		"LIVEDROPS_JWT_SECRET=" + secret, "LIVEDROPS_HTTP_ADDR=" + addr, "LIVEDROPS_LOG_LEVEL=warn",
 		"LIVEDROPS_SHUTDOWN_TIMEOUT=20s", "GODEBUG=" + cfg.godebug, "GOGC=" + cfg.gogc}
-	var cmd *exec.Cmd
-	if cfg.hubBin != "" {
-		cmd = exec.Command(cfg.hubBin, "hub")
-	} else {
-		self, _ := os.Executable()
-		cmd = exec.Command(self, "hub")
-	}
+	cmd := exec.Command(cfg.hubBin, "hub")
 	cmd.Env = append(os.Environ(), env...)
 	h, err := startProc(name, cmd, cfg.dir)
 	if err != nil {
