@@ -1,5 +1,6 @@
 // Package natstest gives a test a real NATS server with JetStream, in process, with its store in a
-// temporary directory; it is stopped when the test ends.
+// temporary directory; it is stopped when the test ends. (A test that restarts NATS on the same store
+// and port uses natslocal directly.)
 package natstest
 
 import (
@@ -13,16 +14,9 @@ import (
 // Start starts a server for this test and fails the test if it cannot.
 func Start(tb testing.TB) *natslocal.Server {
 	tb.Helper()
-	return StartIn(tb, tb.TempDir())
-}
-
-// StartIn starts a server on an existing store directory, so a test can restart NATS on the data of an
-// earlier server.
-func StartIn(tb testing.TB, dir string) *natslocal.Server {
-	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := natslocal.Start(ctx, natslocal.Config{Dir: dir})
+	s, err := natslocal.Start(ctx, natslocal.Config{Dir: tb.TempDir()})
 	if err != nil {
 		tb.Fatalf("natstest: start NATS: %v", err)
 	}
