@@ -94,26 +94,15 @@ func (s *Follows) writeEvent(ctx context.Context, tx pgx.Tx, userID, creatorID i
 // any depth costs one index descent). An unknown creator is store.ErrNotFound.
 func (s *Follows) Followers(ctx context.Context, creatorID int64, req store.PageRequest) (store.Page[store.Follower], error) {
 	limit := pageLimit(req.Limit)
-	const cols = `SELECT f.follower_id, u.name, f.followed_at FROM follows f JOIN users u ON u.user_id = f.follower_id`
-	var rows pgx.Rows
-	var err error
-	if req.After == nil {
-		rows, err = s.pool.Query(ctx, cols+`
-WHERE f.creator_id = $1 ORDER BY f.followed_at DESC, f.follower_id DESC LIMIT $2`, creatorID, limit+1)
-	} else {
-		rows, err = s.pool.Query(ctx, cols+`
-WHERE f.creator_id = $1 AND (f.followed_at, f.follower_id) < ($2, $3)
-ORDER BY f.followed_at DESC, f.follower_id DESC LIMIT $4`, creatorID, req.After.At, req.After.ID, limit+1)
-	}
-	if err != nil {
-		return store.Page[store.Follower]{}, fmt.Errorf("followers of %d: %w", creatorID, err)
-	}
-	items, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Follower, error) {
-		var f store.Follower
-		err := row.Scan(&f.UserID, &f.Name, &f.FollowedAt)
-		f.FollowedAt = f.FollowedAt.UTC()
-		return f, err
-	})
+	items, err := newestFollows(ctx, s.pool,
+		`SELECT f.follower_id, u.name, f.followed_at FROM follows f JOIN users u ON u.user_id = f.follower_id`,
+		"creator_id", "follower_id", creatorID, req, limit,
+		func(row pgx.CollectableRow) (store.Follower, error) {
+			var f store.Follower
+			err := row.Scan(&f.UserID, &f.Name, &f.FollowedAt)
+			f.FollowedAt = f.FollowedAt.UTC()
+			return f, err
+		})
 	if err != nil {
 		return store.Page[store.Follower]{}, fmt.Errorf("followers of %d: %w", creatorID, err)
 	}
@@ -129,26 +118,15 @@ ORDER BY f.followed_at DESC, f.follower_id DESC LIMIT $4`, creatorID, req.After.
 // store.ErrNotFound.
 func (s *Follows) Following(ctx context.Context, userID int64, req store.PageRequest) (store.Page[store.Following], error) {
 	limit := pageLimit(req.Limit)
-	const cols = `SELECT f.creator_id, c.profile_name, f.followed_at FROM follows f JOIN creators c ON c.creator_id = f.creator_id`
-	var rows pgx.Rows
-	var err error
-	if req.After == nil {
-		rows, err = s.pool.Query(ctx, cols+`
-WHERE f.follower_id = $1 ORDER BY f.followed_at DESC, f.creator_id DESC LIMIT $2`, userID, limit+1)
-	} else {
-		rows, err = s.pool.Query(ctx, cols+`
-WHERE f.follower_id = $1 AND (f.followed_at, f.creator_id) < ($2, $3)
-ORDER BY f.followed_at DESC, f.creator_id DESC LIMIT $4`, userID, req.After.At, req.After.ID, limit+1)
-	}
-	if err != nil {
-		return store.Page[store.Following]{}, fmt.Errorf("following of %d: %w", userID, err)
-	}
-	items, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Following, error) {
-		var f store.Following
-		err := row.Scan(&f.CreatorID, &f.ProfileName, &f.FollowedAt)
-		f.FollowedAt = f.FollowedAt.UTC()
-		return f, err
-	})
+	items, err := newestFollows(ctx, s.pool,
+		`SELECT f.creator_id, c.profile_name, f.followed_at FROM follows f JOIN creators c ON c.creator_id = f.creator_id`,
+		"follower_id", "creator_id", userID, req, limit,
+		func(row pgx.CollectableRow) (store.Following, error) {
+			var f store.Following
+			err := row.Scan(&f.CreatorID, &f.ProfileName, &f.FollowedAt)
+			f.FollowedAt = f.FollowedAt.UTC()
+			return f, err
+		})
 	if err != nil {
 		return store.Page[store.Following]{}, fmt.Errorf("following of %d: %w", userID, err)
 	}
@@ -158,6 +136,26 @@ ORDER BY f.followed_at DESC, f.creator_id DESC LIMIT $4`, userID, req.After.At, 
 		}
 	}
 	return cut(items, limit, store.Following.Position), nil
+}
+
+// newestFollows reads one keyset page of follows, newest first: sel selects from follows f, the rows
+// where f.<keyCol> = key, ordered by (followed_at, f.<tieCol>) descending, after req.After when set, one
+// more than limit so cut can tell whether a next page exists. keyCol and tieCol are column names of this
+// file, never input.
+func newestFollows[T any](ctx context.Context, pool *pgxpool.Pool, sel, keyCol, tieCol string, key int64,
+	req store.PageRequest, limit int, scan pgx.RowToFunc[T]) ([]T, error) {
+	q := sel + " WHERE f." + keyCol + " = $1"
+	args := []any{key}
+	if req.After != nil {
+		q += " AND (f.followed_at, f." + tieCol + ") < ($2, $3)"
+		args = append(args, req.After.At, req.After.ID)
+	}
+	q += fmt.Sprintf(" ORDER BY f.followed_at DESC, f.%s DESC LIMIT $%d", tieCol, len(args)+1)
+	rows, err := pool.Query(ctx, q, append(args, limit+1)...)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, scan)
 }
 
 func (s *Follows) mustExist(ctx context.Context, query string, id int64) error {
