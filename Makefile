@@ -34,12 +34,16 @@ test:
 	@$(MAKE) --no-print-directory lint
 	$(GO) test -race -count=1 ./...
 
-## lint: gofmt (must print nothing), go vet, staticcheck (pinned in go.mod), docker-compose config.
+## lint: gofmt (must print nothing), a tidy and verified module, go vet, staticcheck (pinned in go.mod),
+# docker-compose config.
 lint:
 	@unformatted=$$(gofmt -l $(GOFILES)); \
 	if [ -n "$$unformatted" ]; then \
 		echo "gofmt: these files need formatting (run make fmt):"; echo "$$unformatted"; exit 1; \
 	fi
+	@$(GO) mod tidy -diff >/dev/null || \
+		{ echo "go.mod or go.sum is untidy (go mod tidy fixes it):"; $(GO) mod tidy -diff; exit 1; }
+	$(GO) mod verify
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
 	@command -v docker-compose >/dev/null || \

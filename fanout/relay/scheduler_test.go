@@ -297,6 +297,14 @@ func TestSchedulerArmsForANewDropAtOnce(t *testing.T) {
 	if late := time.Since(start); late > 5*time.Second {
 		t.Errorf("started %s after its start_time", late)
 	}
+	// The scheduler observes the lag after its transaction commits, so the status can read live a
+	// moment before the observation is made: wait for it, then check there is exactly one.
+	checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if got := metric(t, reg, "livedrops_scheduler_lag_seconds"); got < 1 {
+			return fmt.Errorf("lag observations: got %v, want 1", got)
+		}
+		return nil
+	})
 	if got := metric(t, reg, "livedrops_scheduler_lag_seconds"); got != 1 {
 		t.Errorf("lag observations: got %v, want 1", got)
 	}
