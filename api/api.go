@@ -81,6 +81,14 @@ type Config struct {
 	Products Products
 	Drops    Drops
 	Orders   Orders
+	// Devices stores push devices; nil leaves the device routes out (GET /push/config stays).
+	Devices Devices
+	// VAPIDPublicKey is the Web Push application server key GET /push/config publishes (base64url,
+	// unpadded, uncompressed P-256 point); empty: Web Push is off.
+	VAPIDPublicKey string
+	// WebPushEndpoints are the push services a subscription may name; nil means
+	// store.DefaultEndpointPolicy.
+	WebPushEndpoints store.EndpointPolicy
 
 	// UserLimiter limits the writes of each authenticated user (key "user:<id>"); nil: no limit.
 	UserLimiter Limiter
@@ -97,9 +105,10 @@ type Config struct {
 
 // API serves the routes of Config's stores.
 type API struct {
-	cfg    Config
-	logger *slog.Logger
-	now    func() time.Time
+	cfg       Config
+	logger    *slog.Logger
+	now       func() time.Time
+	endpoints store.EndpointPolicy
 }
 
 // New checks cfg and returns the API.
@@ -121,7 +130,11 @@ func New(cfg Config) (*API, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &API{cfg: cfg, logger: cfg.Logger, now: cfg.Now}, nil
+	endpoints := cfg.WebPushEndpoints
+	if endpoints == nil {
+		endpoints = store.DefaultEndpointPolicy
+	}
+	return &API{cfg: cfg, logger: cfg.Logger, now: cfg.Now, endpoints: endpoints}, nil
 }
 
 // Routes mounts the API on r (a router from httpkit.NewRouter). Writes pass the per-address limit,
@@ -149,6 +162,7 @@ func (a *API) Routes(r chi.Router) {
 			r.Post("/drops", a.handle(a.createDrop))
 		})
 		a.orderRoutes(r)
+		a.deviceRoutes(r)
 	})
 }
 

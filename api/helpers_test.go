@@ -23,6 +23,7 @@ import (
 	"github.com/livedrops/livedrops/api"
 	"github.com/livedrops/livedrops/api/auth"
 	"github.com/livedrops/livedrops/api/httpkit"
+	"github.com/livedrops/livedrops/store"
 	"github.com/livedrops/livedrops/store/postgres"
 	"github.com/livedrops/livedrops/store/storetest"
 )
@@ -88,7 +89,8 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	}
 	t.Cleanup(func() { _ = orders.Close(context.Background()) })
 	cfg := api.Config{Logger: logger, Tokens: tokens, Users: users, Creators: users,
-		Follows: postgres.NewFollows(pool, nil), Products: catalog, Drops: catalog, Orders: orders}
+		Follows: postgres.NewFollows(pool, nil), Products: catalog, Drops: catalog, Orders: orders,
+		Devices: postgres.NewDevices(pool), WebPushEndpoints: store.EndpointPolicy{"https://push.example.com", "https://*.push.example.net"}}
 	for _, o := range opts {
 		o(&cfg)
 	}

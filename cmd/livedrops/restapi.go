@@ -23,6 +23,7 @@ var (
 	_ api.Drops    = (*redis.CachedDrops)(nil)
 	_ api.Limiter  = (*redis.Limiter)(nil)
 	_ api.Orders   = (*postgres.Orders)(nil)
+	_ api.Devices  = (*postgres.Devices)(nil)
 )
 
 // mountAPI mounts the REST API of the api role on r: the PostgreSQL stores, behind the Redis cache
@@ -35,6 +36,7 @@ func (a *App) mountAPI(r chi.Router) error {
 	apiCfg := api.Config{
 		Logger: a.logger, Tokens: a.tokens,
 		Users: users, Creators: users, Follows: follows, Products: catalog, Drops: catalog,
+		Devices:        postgres.NewDevices(a.pool),
 		RequestTimeout: cfg.RequestTimeout,
 	}
 	if cfg.Cache {

@@ -1,0 +1,4 @@
+package api
+
+// ParseNewDevice is parseNewDevice, for the fuzz target of package api_test.
+var ParseNewDevice = parseNewDevice
