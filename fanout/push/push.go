@@ -141,6 +141,9 @@ type Result struct {
 	// RetryAfter is the least wait before a retry the provider asked for (Retry-After), or the floor
 	// the provider's documentation sets (a minute for FCM's 429).
 	RetryAfter time.Duration
+	// Credentials is true when the provider refused our own credentials (OAuth token, VAPID key): the
+	// operator's alert (livedrops_push_auth_failures_total), whatever the outcome.
+	Credentials bool
 	// Err describes the failure; nil when Sent.
 	Err error
 }
