@@ -43,7 +43,9 @@ func TestSendOverHTTP2WithOneAccessToken(t *testing.T) {
 	var wg sync.WaitGroup
 	results := make([]push.Result, 50)
 	for i := range results {
-		wg.Go(func() { results[i] = s.Send(context.Background(), notification(), device("tok-"+strings.Repeat("x", i+1))) })
+		wg.Go(func() {
+			results[i] = s.Send(context.Background(), notification(), device("tok-"+strings.Repeat("x", i+1)))
+		})
 	}
 	wg.Wait()
 	for i, r := range results {
