@@ -154,3 +154,28 @@ type Result struct {
 type Sender interface {
 	Send(ctx context.Context, n *Notification, d Device) Result
 }
+
+// Drop is what a notification says about a drop.
+type Drop struct {
+	ID           int64
+	CreatorID    int64
+	CreatorName  string
+	ProductTitle string
+	PriceCents   int64
+	EndTime      time.Time
+	// Over is true when the drop has ended or sold out: nothing left to announce.
+	Over bool
+}
+
+// Claim is the state of one (event, device) pair in the notifier's dedupe store after a claim.
+type Claim int
+
+// The claim states.
+const (
+	// Claimed: this worker holds the pair now and sends.
+	Claimed Claim = iota + 1
+	// Done: the pair was finished before (sent, removed or parked): skip it.
+	Done
+	// Busy: another worker holds the pair; try again when its lease ends.
+	Busy
+)

@@ -191,19 +191,6 @@ func (s *Devices) RemoveDevice(ctx context.Context, id int64, token string) (boo
 	return tag.RowsAffected() == 1, nil
 }
 
-// CreatorName returns the profile name of creator id, or store.ErrNotFound.
-func (s *Devices) CreatorName(ctx context.Context, id int64) (string, error) {
-	var name string
-	err := s.pool.QueryRow(ctx, `SELECT profile_name FROM creators WHERE creator_id = $1`, id).Scan(&name)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", fmt.Errorf("creator %d: %w", id, store.ErrNotFound)
-	}
-	if err != nil {
-		return "", fmt.Errorf("creator %d: %w", id, err)
-	}
-	return name, nil
-}
-
 // CopyDevices writes devices with COPY, for seeding load tests: ids are assigned by the table.
 func CopyDevices(ctx context.Context, pool *pgxpool.Pool, devices []push.Device) error {
 	i := 0
@@ -230,4 +217,24 @@ func CopyDevices(ctx context.Context, pool *pgxpool.Pool, devices []push.Device)
 		return fmt.Errorf("copy devices: copied %d, want %d", n, len(devices))
 	}
 	return nil
+}
+
+// PushDrop returns what a push notification says about drop id: its creator's name, its product and
+// price, and its end. An unknown drop is store.ErrNotFound.
+func (s *Devices) PushDrop(ctx context.Context, id int64) (push.Drop, error) {
+	d := push.Drop{ID: id}
+	var status string
+	var stock int64
+	err := s.pool.QueryRow(ctx, `SELECT d.creator_id, c.profile_name, p.title, p.price_cents, d.end_time, d.status, d.stock_count
+FROM drops d JOIN creators c ON c.creator_id = d.creator_id JOIN products p ON p.product_id = d.product_id
+WHERE d.drop_id = $1`, id).Scan(&d.CreatorID, &d.CreatorName, &d.ProductTitle, &d.PriceCents, &d.EndTime, &status, &stock)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return push.Drop{}, fmt.Errorf("drop %d: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return push.Drop{}, fmt.Errorf("drop %d: %w", id, err)
+	}
+	d.EndTime = d.EndTime.UTC()
+	d.Over = status == string(store.DropEnded) || status == string(store.DropSoldOut) || stock <= 0
+	return d, nil
 }

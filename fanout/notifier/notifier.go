@@ -1,0 +1,677 @@
+// Package notifier is the worker job that pushes a drop to the devices of every follower who has no
+// open socket. It depends on small interfaces it declares; fanout/jetstream (the queues),
+// store/postgres (followers and devices), store/redis (presence, dedupe, rate limits) and the provider
+// packages (fanout/push/fcm, fanout/push/webpush) implement them, and cmd/livedrops wires them.
+//
+// # Flow
+//
+// A durable JetStream consumer reads the live events; one of the configured types (drop.started by
+// default) becomes a split job on a work-queue stream. A split job cuts the creator's followers into
+// pages (keyset ranges of follower ids, ends picked by one index scan in PostgreSQL, at most
+// SplitPages pages per split job, then a continuation), and publishes one page job each: any number of
+// workers share one celebrity's pages. A page job reads the devices of its followers (users without a
+// device cost nothing), asks Redis in one batch which of their users are online at that moment (not
+// when the event was queued: a follower who connected meanwhile has the event on the socket), and
+// sends to the devices of the rest, at most Concurrency requests in flight per process, each provider
+// within its rate limit.
+//
+// # Exactly once per (event, device)
+//
+// Before sending, a page claims each device for the event in Redis (SET NX with a lease); after the
+// provider's final answer it marks the pair done, kept until an hour past the drop's end. A redelivered
+// job (its worker died, or its ack was lost) skips the done pairs and waits out the lease of pairs
+// another worker holds, so no device hears of one event twice, and a worker killed mid-job loses
+// nothing: its job is redelivered after AckWait, and the pairs it had claimed but not finished are
+// taken over when their lease ends. The one window left is a worker dying between the provider's
+// acceptance and the done mark (microseconds); then the device may be sent the message twice, which
+// the per-drop collapse key / Topic turns into one notification on a device that was offline.
+//
+// # Answers
+//
+// Sent: counted, the lag from the event's ts observed. Gone: the device is deleted. Rejected: parked
+// in the dead-letter stream with the reason, never retried. Retry: sent again after the provider's
+// Retry-After or an exponential backoff with jitter, whichever is longer, up to MaxAttempts, then
+// parked. AuthFailed: our credentials; the whole provider pauses (AuthPause) instead of every token
+// retrying, the alert metric counts it, and the message is retried after the pause. A message whose
+// drop has ended is dropped unsent (its TTL would be zero).
+package notifier
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/livedrops/livedrops/fanout"
+	"github.com/livedrops/livedrops/fanout/push"
+	"github.com/livedrops/livedrops/store"
+)
+
+// Queue carries the notifier's work (fanout/jetstream.PushQueue).
+type Queue interface {
+	// ConsumeEvents calls handle with every live event of the events stream from the durable
+	// consumer's position, until ctx ends; a nil error acknowledges the event, an error redelivers it.
+	ConsumeEvents(ctx context.Context, handle func(ctx context.Context, ev fanout.Event) error) error
+	// ConsumeJobs calls handle with jobs of the work queue, up to concurrency at once, until ctx ends,
+	// keeping each in progress while handle runs; a nil error removes the job, an error redelivers it.
+	ConsumeJobs(ctx context.Context, concurrency int, handle func(ctx context.Context, data []byte) error) error
+	// PublishJobs stores jobs (data[i] with dedupe id ids[i]: a second one within the window is dropped).
+	PublishJobs(ctx context.Context, ids []string, data [][]byte) error
+	// DeadLetter parks a message that will not be sent.
+	DeadLetter(ctx context.Context, provider push.Provider, data []byte) error
+	// Pending counts the jobs waiting or in progress.
+	Pending(ctx context.Context) (uint64, error)
+}
+
+// Store reads followers and devices (store/postgres.Devices).
+type Store interface {
+	PageEnds(ctx context.Context, creatorID, after int64, pageSize, maxPages int) (ends []int64, more bool, err error)
+	FollowerDevices(ctx context.Context, creatorID, after, last int64) ([]push.Device, error)
+	RemoveDevice(ctx context.Context, id int64, token string) (bool, error)
+	PushDrop(ctx context.Context, dropID int64) (push.Drop, error)
+}
+
+// Presence tells which users have a socket open (store/redis.Presence).
+type Presence interface {
+	Online(ctx context.Context, userIDs []int64) ([]bool, error)
+}
+
+// Dedupe remembers which (event, device) pairs were handled (store/redis.PushDedupe).
+type Dedupe interface {
+	// Claim takes each pair of event and devices for owner for lease, unless done or held by another.
+	Claim(ctx context.Context, eventID string, devices []int64, owner string, lease time.Duration) ([]push.Claim, error)
+	// Extend keeps owner's claims for another lease.
+	Extend(ctx context.Context, eventID string, devices []int64, owner string, lease time.Duration) error
+	// Finish marks the pairs done for keep.
+	Finish(ctx context.Context, eventID string, devices []int64, keep time.Duration) error
+	// Release gives up owner's claims (a worker stopping), so another worker takes over at once.
+	Release(ctx context.Context, eventID string, devices []int64, owner string) error
+}
+
+// Limiter spaces the requests of each provider (store/redis.PushLimiter, or a local one).
+type Limiter interface {
+	// Wait blocks until provider may be sent one more request, or ctx ends.
+	Wait(ctx context.Context, provider push.Provider) error
+}
+
+// Config tunes the notifier. Zero values are the documented defaults.
+type Config struct {
+	// Types are the event types pushed; nil means drop.started. Each must be a creator event (sent to
+	// the creator's followers).
+	Types []fanout.Type
+	// PageSize is the followers of one page job; 0 means 1,000.
+	PageSize int
+	// SplitPages is how many page jobs one split job makes before it hands on; 0 means 100.
+	SplitPages int
+	// Jobs is how many jobs one process works on at once; 0 means 8.
+	Jobs int
+	// Concurrency is how many provider requests one process has in flight; 0 means 256.
+	Concurrency int
+	// MaxAttempts is how many answers one message gets before it is parked; 0 means 5.
+	MaxAttempts int
+	// Backoff is the first retry wait, doubled per attempt with jitter, at most MaxBackoff; 0 means 1 s.
+	Backoff time.Duration
+	// MaxBackoff bounds a wait; 0 means 5 min.
+	MaxBackoff time.Duration
+	// AuthPause is how long a provider pauses after it refused our credentials; 0 means 30 s.
+	AuthPause time.Duration
+	// Lease is how long a claimed (event, device) pair waits for its worker before another takes it;
+	// 0 means 2 min.
+	Lease time.Duration
+	// Owner names this worker in claims; "" means a random id.
+	Owner string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger receives the log; nil discards it.
+	Logger *slog.Logger
+	// Metrics are updated when set.
+	Metrics *Metrics
+}
+
+// Deps are what the notifier talks to; all but Limiter are required.
+type Deps struct {
+	Queue    Queue
+	Store    Store
+	Presence Presence
+	Dedupe   Dedupe
+	Limiter  Limiter
+	Senders  map[push.Provider]push.Sender
+}
+
+// Notifier is the job; Run runs it.
+type Notifier struct {
+	cfg   Config
+	d     Deps
+	log   *slog.Logger
+	m     *Metrics
+	types map[fanout.Type]bool
+	sem   chan struct{}
+
+	mu     sync.Mutex
+	paused map[push.Provider]time.Time // provider -> until (auth failures)
+}
+
+// New checks cfg and deps.
+func New(cfg Config, d Deps) (*Notifier, error) {
+	if d.Queue == nil || d.Store == nil || d.Presence == nil || d.Dedupe == nil || len(d.Senders) == 0 {
+		return nil, errors.New("notifier: Queue, Store, Presence, Dedupe and at least one sender are required")
+	}
+	def := func(v *int, x int) {
+		if *v <= 0 {
+			*v = x
+		}
+	}
+	def(&cfg.PageSize, 1000)
+	def(&cfg.SplitPages, 100)
+	def(&cfg.Jobs, 8)
+	def(&cfg.Concurrency, 256)
+	def(&cfg.MaxAttempts, 5)
+	defD := func(v *time.Duration, x time.Duration) {
+		if *v <= 0 {
+			*v = x
+		}
+	}
+	defD(&cfg.Backoff, time.Second)
+	defD(&cfg.MaxBackoff, 5*time.Minute)
+	defD(&cfg.AuthPause, 30*time.Second)
+	defD(&cfg.Lease, 2*time.Minute)
+	if cfg.Types == nil {
+		cfg.Types = []fanout.Type{fanout.DropStarted}
+	}
+	types := map[fanout.Type]bool{}
+	for _, t := range cfg.Types {
+		if !CreatorEvent(t) {
+			return nil, fmt.Errorf("notifier: %q is not an event of a creator's drop; push types are %v", t, pushable)
+		}
+		types[t] = true
+	}
+	if cfg.Owner == "" {
+		cfg.Owner = "w" + strconv.FormatUint(rand.Uint64(), 36)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m := cfg.Metrics
+	if m == nil {
+		var err error
+		if m, err = NewMetrics(prometheus.NewRegistry()); err != nil {
+			return nil, err
+		}
+	}
+	return &Notifier{cfg: cfg, d: d, log: log, m: m, types: types, sem: make(chan struct{}, cfg.Concurrency),
+		paused: map[push.Provider]time.Time{}}, nil
+}
+
+var pushable = []fanout.Type{fanout.DropScheduled, fanout.DropStarted, fanout.StockLow, fanout.DropSoldOut, fanout.DropEnded}
+
+// CreatorEvent reports whether t goes to a creator's followers, and so can be pushed.
+func CreatorEvent(t fanout.Type) bool { return slices.Contains(pushable, t) }
+
+// Run consumes events and jobs until ctx ends, then returns nil once the jobs in hand are released.
+func (n *Notifier) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	run := func(name string, f func(context.Context) error) {
+		wg.Go(func() {
+			if err := f(ctx); err != nil && ctx.Err() == nil {
+				errs <- fmt.Errorf("notifier: %s: %w", name, err)
+			}
+		})
+	}
+	run("events", func(ctx context.Context) error { return n.d.Queue.ConsumeEvents(ctx, n.handleEvent) })
+	run("jobs", func(ctx context.Context) error { return n.d.Queue.ConsumeJobs(ctx, n.cfg.Jobs, n.handleJob) })
+	run("pending", n.watchPending)
+	wg.Wait()
+	close(errs)
+	return errors.Join(slices.Collect(func(yield func(error) bool) {
+		for e := range errs {
+			if !yield(e) {
+				return
+			}
+		}
+	})...)
+}
+
+func (n *Notifier) watchPending(ctx context.Context) error {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		if p, err := n.d.Queue.Pending(ctx); err == nil {
+			n.m.pending.Set(float64(p))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// job is one unit of the work queue: a split (cut the followers after After into pages) or a page
+// (send to the followers in (After, Last]).
+type job struct {
+	Kind      string    `json:"kind"` // "split" or "page"
+	EventID   string    `json:"event_id"`
+	Type      string    `json:"type"`
+	EventTS   time.Time `json:"event_ts"`
+	DropID    int64     `json:"drop_id"`
+	CreatorID int64     `json:"creator_id"`
+	Title     string    `json:"title"`
+	Body      string    `json:"body"`
+	URL       string    `json:"url"`
+	Tag       string    `json:"tag"`
+	Expires   time.Time `json:"expires"`
+	After     int64     `json:"after"`
+	Last      int64     `json:"last,omitempty"`
+}
+
+func (j *job) id() string {
+	return j.EventID + ":" + j.Kind + ":" + strconv.FormatInt(j.After, 10)
+}
+
+func (j *job) notification() *push.Notification {
+	return &push.Notification{EventID: j.EventID, Type: j.Type, DropID: j.DropID, CreatorID: j.CreatorID,
+		Title: j.Title, Body: j.Body, URL: j.URL, Tag: j.Tag, Expires: j.Expires, EventTS: j.EventTS}
+}
+
+// handleEvent turns an event of a pushed type into the first split job.
+func (n *Notifier) handleEvent(ctx context.Context, ev fanout.Event) error {
+	if !n.types[ev.Type] || ev.DropID <= 0 {
+		return nil
+	}
+	d, err := n.d.Store.PushDrop(ctx, ev.DropID)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		return err
+	}
+	now := n.cfg.Now()
+	if !d.EndTime.After(now) || d.Over && ev.Type == fanout.DropStarted {
+		n.log.Info("push: drop over, nothing to push", "drop_id", ev.DropID, "event_id", ev.ID, "type", ev.Type)
+		return nil
+	}
+	title, body := Content(ev.Type, d)
+	j := &job{Kind: "split", EventID: ev.ID, Type: string(ev.Type), EventTS: ev.TS, DropID: ev.DropID, CreatorID: ev.CreatorID,
+		Title: title, Body: body, URL: "/#/drops/" + strconv.FormatInt(ev.DropID, 10),
+		Tag: "drop-" + strconv.FormatInt(ev.DropID, 10), Expires: d.EndTime}
+	n.log.Info("push: event", "event_id", ev.ID, "type", ev.Type, "drop_id", ev.DropID, "creator_id", ev.CreatorID)
+	return n.publish(ctx, []*job{j})
+}
+
+// Content is the title and body of a pushed event about drop d.
+func Content(t fanout.Type, d push.Drop) (title, body string) {
+	price := fmt.Sprintf("$%d.%02d", d.PriceCents/100, d.PriceCents%100)
+	switch t {
+	case fanout.DropScheduled:
+		return d.CreatorName + " announced a drop", d.ProductTitle + ", " + price + ". We will tell you when it starts."
+	case fanout.StockLow:
+		return "Almost gone: " + d.ProductTitle, "The last units of " + d.CreatorName + "'s drop, " + price + "."
+	case fanout.DropSoldOut:
+		return "Sold out: " + d.ProductTitle, d.CreatorName + "'s drop sold out."
+	case fanout.DropEnded:
+		return "Drop ended: " + d.ProductTitle, d.CreatorName + "'s drop is over."
+	}
+	return d.CreatorName + " is live: " + d.ProductTitle, d.ProductTitle + ", " + price + ". Tap to shop before it sells out."
+}
+
+func (n *Notifier) publish(ctx context.Context, jobs []*job) error {
+	ids := make([]string, len(jobs))
+	data := make([][]byte, len(jobs))
+	for i, j := range jobs {
+		b, err := json.Marshal(j)
+		if err != nil {
+			return err
+		}
+		ids[i], data[i] = j.id(), b
+	}
+	return n.d.Queue.PublishJobs(ctx, ids, data)
+}
+
+func (n *Notifier) handleJob(ctx context.Context, data []byte) error {
+	var j job
+	if err := json.Unmarshal(data, &j); err != nil || j.EventID == "" {
+		n.log.Error("push: undecodable job dropped", "err", err, "job", string(data))
+		return nil
+	}
+	if !j.Expires.After(n.cfg.Now()) {
+		return nil // the drop ended: nothing of this job is worth sending any more
+	}
+	switch j.Kind {
+	case "split":
+		return n.split(ctx, &j)
+	case "page":
+		return n.page(ctx, &j)
+	}
+	n.log.Error("push: job of unknown kind dropped", "kind", j.Kind)
+	return nil
+}
+
+// split publishes the page jobs of up to SplitPages pages after j.After, and a split job for the rest.
+func (n *Notifier) split(ctx context.Context, j *job) error {
+	ends, more, err := n.d.Store.PageEnds(ctx, j.CreatorID, j.After, n.cfg.PageSize, n.cfg.SplitPages)
+	if err != nil {
+		return err
+	}
+	jobs := make([]*job, 0, len(ends)+1)
+	after := j.After
+	for _, end := range ends {
+		p := *j
+		p.Kind, p.After, p.Last = "page", after, end
+		jobs = append(jobs, &p)
+		after = end
+	}
+	if more {
+		s := *j
+		s.After, s.Last = after, 0
+		jobs = append(jobs, &s)
+	}
+	if len(jobs) == 0 {
+		return nil
+	}
+	return n.publish(ctx, jobs)
+}
+
+// page sends to the offline followers of (j.After, j.Last].
+func (n *Notifier) page(ctx context.Context, j *job) error {
+	devices, err := n.d.Store.FollowerDevices(ctx, j.CreatorID, j.After, j.Last)
+	if err != nil {
+		return err
+	}
+	n.m.pages.Inc()
+	if len(devices) == 0 {
+		return nil
+	}
+	users := make([]int64, 0, len(devices))
+	for _, d := range devices {
+		users = append(users, d.UserID)
+	}
+	slices.Sort(users)
+	users = slices.Compact(users)
+	start := time.Now()
+	online, err := n.d.Presence.Online(ctx, users)
+	n.m.presence.Observe(time.Since(start).Seconds())
+	if err != nil {
+		return err
+	}
+	isOnline := make(map[int64]bool, len(users))
+	for i, u := range users {
+		if online[i] {
+			isOnline[u] = true
+		}
+	}
+	offline := devices[:0:0]
+	for _, d := range devices {
+		if isOnline[d.UserID] {
+			n.m.skipped.Inc()
+			continue
+		}
+		offline = append(offline, d)
+	}
+	if len(offline) == 0 {
+		return nil
+	}
+	notif := j.notification()
+	keep := max(time.Until(j.Expires)+time.Hour, time.Hour)
+	for len(offline) > 0 {
+		ids := make([]int64, len(offline))
+		for i, d := range offline {
+			ids[i] = d.ID
+		}
+		claims, err := n.d.Dedupe.Claim(ctx, j.EventID, ids, n.cfg.Owner, n.cfg.Lease)
+		if err != nil {
+			return err
+		}
+		var mine, busy []push.Device
+		for i, c := range claims {
+			switch c {
+			case push.Claimed:
+				mine = append(mine, offline[i])
+			case push.Done:
+				n.m.deduplicated.Inc()
+			default:
+				busy = append(busy, offline[i])
+			}
+		}
+		if err := n.sendAll(ctx, notif, mine, keep); err != nil {
+			return err
+		}
+		offline = busy
+		if len(busy) > 0 {
+			// Another worker holds these (a job redelivered while its first worker still runs, or one
+			// that died): wait for its lease, then look again.
+			if err := sleep(ctx, n.cfg.Lease/4+time.Duration(rand.Int64N(int64(time.Second)))); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// sendAll sends notif to devices (claimed by this worker) and waits for every final answer. On ctx's
+// end it releases the claims of the unfinished ones and returns ctx's error.
+func (n *Notifier) sendAll(ctx context.Context, notif *push.Notification, devices []push.Device, keep time.Duration) error {
+	if len(devices) == 0 {
+		return nil
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var unfinished, finished []int64
+	for _, d := range devices {
+		wg.Go(func() {
+			done := n.deliver(ctx, notif, d, keep)
+			mu.Lock()
+			if done {
+				finished = append(finished, d.ID)
+			} else {
+				unfinished = append(unfinished, d.ID)
+			}
+			mu.Unlock()
+		})
+	}
+	// Extend the claims while answers are awaited (retries may wait minutes).
+	stop := make(chan struct{})
+	extended := make(chan struct{})
+	go func() {
+		defer close(extended)
+		t := time.NewTicker(n.cfg.Lease / 3)
+		defer t.Stop()
+		ids := make([]int64, len(devices))
+		for i, d := range devices {
+			ids[i] = d.ID
+		}
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				if err := n.d.Dedupe.Extend(ctx, notif.EventID, ids, n.cfg.Owner, n.cfg.Lease); err != nil {
+					n.log.Warn("push: extend claims", "err", err)
+				}
+			}
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	<-extended
+	bg := context.WithoutCancel(ctx)
+	if len(finished) > 0 {
+		if err := n.d.Dedupe.Finish(bg, notif.EventID, finished, keep); err != nil {
+			// The messages went out; a redelivery may send them again. Log and go on.
+			n.log.Error("push: mark sent", "event_id", notif.EventID, "devices", len(finished), "err", err)
+		}
+	}
+	if len(unfinished) > 0 {
+		rctx, cancel := context.WithTimeout(bg, 5*time.Second)
+		defer cancel()
+		if err := n.d.Dedupe.Release(rctx, notif.EventID, unfinished, n.cfg.Owner); err != nil {
+			n.log.Warn("push: release claims", "err", err)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return fmt.Errorf("push: %d devices unfinished", len(unfinished))
+	}
+	return nil
+}
+
+// deliver sends notif to d until a final answer and reports whether it is final (false: ctx ended).
+func (n *Notifier) deliver(ctx context.Context, notif *push.Notification, d push.Device, keep time.Duration) bool {
+	provider := d.Provider
+	pv := string(provider)
+	sender := n.d.Senders[provider]
+	if sender == nil {
+		n.deadLetter(ctx, notif, d, "provider_off", 0, errors.New("no sender configured for "+pv))
+		return true
+	}
+	for attempt := 1; ; attempt++ {
+		if !notif.Expires.After(n.cfg.Now()) {
+			n.m.expired.Inc()
+			return true
+		}
+		if err := n.waitProvider(ctx, provider); err != nil {
+			return false
+		}
+		n.sem <- struct{}{}
+		n.m.inFlight.Inc()
+		start := time.Now()
+		r := sender.Send(ctx, notif, d)
+		n.m.request.WithLabelValues(pv).Observe(time.Since(start).Seconds())
+		n.m.inFlight.Dec()
+		<-n.sem
+		if ctx.Err() != nil && r.Outcome != push.Sent {
+			return false
+		}
+		if r.Credentials {
+			n.m.authFailures.WithLabelValues(pv).Inc()
+		}
+		if r.Outcome != push.Sent {
+			n.m.failed.WithLabelValues(pv, r.Reason).Inc()
+		}
+		switch r.Outcome {
+		case push.Sent:
+			n.m.sent.WithLabelValues(pv).Inc()
+			if !notif.EventTS.IsZero() {
+				n.m.lag.Observe(n.cfg.Now().Sub(notif.EventTS).Seconds())
+			}
+			return true
+		case push.Gone:
+			if _, err := n.d.Store.RemoveDevice(context.WithoutCancel(ctx), d.ID, d.Token); err != nil {
+				n.log.Error("push: remove gone device", "device_id", d.ID, "err", err)
+			} else {
+				n.m.removed.WithLabelValues(pv).Inc()
+			}
+			return true
+		case push.Rejected:
+			if r.Reason == "expired" {
+				n.m.expired.Inc()
+				return true
+			}
+			n.deadLetter(ctx, notif, d, r.Reason, attempt, r.Err)
+			return true
+		case push.AuthFailed:
+			n.pause(provider, n.cfg.AuthPause)
+			n.log.Error("push: provider refused our credentials; pausing it", "provider", pv, "reason", r.Reason,
+				"pause", n.cfg.AuthPause, "err", r.Err)
+		}
+		if attempt >= n.cfg.MaxAttempts {
+			n.deadLetter(ctx, notif, d, "max_attempts", attempt, r.Err)
+			return true
+		}
+		n.m.retried.WithLabelValues(pv).Inc()
+		if err := sleep(ctx, n.backoff(attempt, r.RetryAfter)); err != nil {
+			return false
+		}
+	}
+}
+
+// backoff is the wait before retry number attempt: base·2^(attempt-1) with equal jitter, at most
+// MaxBackoff, and never less than the provider's Retry-After.
+func (n *Notifier) backoff(attempt int, retryAfter time.Duration) time.Duration {
+	d := n.cfg.Backoff << min(attempt-1, 20)
+	d = min(d, n.cfg.MaxBackoff)
+	d = d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+	return max(d, retryAfter)
+}
+
+func (n *Notifier) pause(p push.Provider, d time.Duration) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	until := n.cfg.Now().Add(d)
+	if until.After(n.paused[p]) {
+		n.paused[p] = until
+	}
+}
+
+// waitProvider waits out a pause of the provider, then its rate limit.
+func (n *Notifier) waitProvider(ctx context.Context, p push.Provider) error {
+	n.mu.Lock()
+	until := n.paused[p]
+	n.mu.Unlock()
+	if wait := until.Sub(n.cfg.Now()); wait > 0 {
+		if err := sleep(ctx, wait); err != nil {
+			return err
+		}
+	}
+	if n.d.Limiter != nil {
+		return n.d.Limiter.Wait(ctx, p)
+	}
+	return nil
+}
+
+// deadLetter is a message given up on, as the dead-letter stream keeps it.
+type deadLetter struct {
+	EventID   string    `json:"event_id"`
+	Type      string    `json:"type"`
+	DropID    int64     `json:"drop_id"`
+	CreatorID int64     `json:"creator_id"`
+	DeviceID  int64     `json:"device_id"`
+	UserID    int64     `json:"user_id"`
+	Provider  string    `json:"provider"`
+	Reason    string    `json:"reason"`
+	Attempts  int       `json:"attempts"`
+	Error     string    `json:"error,omitempty"`
+	At        time.Time `json:"at"`
+}
+
+func (n *Notifier) deadLetter(ctx context.Context, notif *push.Notification, d push.Device, reason string, attempts int, cause error) {
+	dl := deadLetter{EventID: notif.EventID, Type: notif.Type, DropID: notif.DropID, CreatorID: notif.CreatorID,
+		DeviceID: d.ID, UserID: d.UserID, Provider: string(d.Provider), Reason: reason, Attempts: attempts, At: n.cfg.Now().UTC()}
+	if cause != nil {
+		dl.Error = cause.Error()
+	}
+	b, _ := json.Marshal(dl)
+	n.m.deadLettered.WithLabelValues(string(d.Provider), reason).Inc()
+	if err := n.d.Queue.DeadLetter(context.WithoutCancel(ctx), d.Provider, b); err != nil {
+		n.log.Error("push: dead-letter", "device_id", d.ID, "event_id", notif.EventID, "reason", reason, "err", err)
+		return
+	}
+	n.log.Warn("push: dead-lettered", "device_id", d.ID, "event_id", notif.EventID, "provider", d.Provider,
+		"reason", reason, "attempts", attempts, "err", cause)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
