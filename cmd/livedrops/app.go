@@ -85,6 +85,9 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err er
 		if a.dev, err = startDevStack(ctx, &a.cfg, logger); err != nil {
 			return a, err
 		}
+		if err := devVAPID(&a.cfg); err != nil {
+			return a, err
+		}
 		cfg = a.cfg
 		if err := postgres.Migrate(ctx, cfg.DatabaseURL, logger); err != nil {
 			return a, err

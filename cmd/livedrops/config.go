@@ -54,6 +54,9 @@ type Config struct {
 	StreamReplicas    int
 	StockRate         float64
 
+	// push fallback (worker, and the api's GET /push/config and device validation)
+	Push PushConfig
+
 	// token command
 	TokenUser int64
 	TokenTTL  time.Duration
@@ -296,7 +299,7 @@ func parseConfig(cmd string, args []string, getenv func(string) string, stderr i
 	cfg := Config{Role: cmd}
 	fs := flag.NewFlagSet("livedrops "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	all := settings()
+	all := append(settings(), pushSettings()...)
 	values := make([]*string, len(all))
 	for i, s := range all {
 		def := s.def
@@ -358,7 +361,7 @@ func parseConfig(cmd string, args []string, getenv func(string) string, stderr i
 		cfg.Seed = seed
 	}
 	if len(errs) == 0 {
-		errs = append(errs, cfg.validateRole())
+		errs = append(errs, cfg.validateRole(), cfg.validatePush())
 	}
 	if err := errors.Join(errs...); err != nil {
 		return cfg, fmt.Errorf("invalid configuration:\n%w", err)
@@ -422,12 +425,13 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("max_sockets_per_user", c.MaxSocketsPerUser),
 		slog.Int("stream_replicas", c.StreamReplicas),
 		slog.Float64("stock_rate", c.StockRate),
+		slog.Any("push", c.pushLogValue()),
 	)
 }
 
 func mask(s setting, v string) string {
 	switch s.env {
-	case "LIVEDROPS_JWT_SECRET":
+	case "LIVEDROPS_JWT_SECRET", "LIVEDROPS_VAPID_PRIVATE_KEY":
 		return maskSecret(v)
 	case "DATABASE_URL", "REDIS_URL", "NATS_URL":
 		return maskURL(v)

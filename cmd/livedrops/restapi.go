@@ -37,6 +37,7 @@ func (a *App) mountAPI(r chi.Router) error {
 		Logger: a.logger, Tokens: a.tokens,
 		Users: users, Creators: users, Follows: follows, Products: catalog, Drops: catalog,
 		Devices:        postgres.NewDevices(a.pool),
+		VAPIDPublicKey: cfg.Push.VAPIDPublicKey, WebPushEndpoints: cfg.Push.Endpoints,
 		RequestTimeout: cfg.RequestTimeout,
 	}
 	if cfg.Cache {

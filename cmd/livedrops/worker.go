@@ -18,7 +18,7 @@ var (
 	_ relay.Drops      = (*postgres.DropSchedule)(nil)
 )
 
-// worker is the worker role's jobs: the outbox relay and the drop scheduler. Any number of workers run
+// worker is the worker role's jobs: the outbox relay, the drop scheduler and the push notifier. Any number of workers run
 // side by side: one relay leads at a time, and each drop transition is made by exactly one scheduler.
 type worker struct {
 	stop func()
@@ -63,6 +63,9 @@ func (a *App) startWorker(ctx context.Context) error {
 		}
 	})
 	a.worker = w
+	if err := a.startNotifier(workCtx, w); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
 	return nil
 }
 

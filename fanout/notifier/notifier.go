@@ -17,8 +17,8 @@
 //
 // # Exactly once per (event, device)
 //
-// Before sending, a page claims each device for the event in Redis (SET NX with a lease); after the
-// provider's final answer it marks the pair done, kept until an hour past the drop's end. A redelivered
+// Before sending, a page claims each device for the event in Redis (SET NX with a lease); the moment
+// the provider's answer is final it marks the pair done, kept until an hour past the drop's end. A redelivered
 // job (its worker died, or its ack was lost) skips the done pairs and waits out the lease of pairs
 // another worker holds, so no device hears of one event twice, and a worker killed mid-job loses
 // nothing: its job is redelivered after AckWait, and the pairs it had claimed but not finished are
@@ -460,24 +460,29 @@ func (n *Notifier) page(ctx context.Context, j *job) error {
 	return nil
 }
 
-// sendAll sends notif to devices (claimed by this worker) and waits for every final answer. On ctx's
-// end it releases the claims of the unfinished ones and returns ctx's error.
+// sendAll sends notif to devices (claimed by this worker) and waits for every final answer. Each pair
+// is marked done the moment its answer is final, so a worker killed mid-page leaves only the pairs in
+// flight to the next one. On ctx's end it releases the claims of the unfinished ones and returns ctx's
+// error.
 func (n *Notifier) sendAll(ctx context.Context, notif *push.Notification, devices []push.Device, keep time.Duration) error {
 	if len(devices) == 0 {
 		return nil
 	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	var unfinished, finished []int64
+	var unfinished []int64
+	bg := context.WithoutCancel(ctx)
 	for _, d := range devices {
 		wg.Go(func() {
-			done := n.deliver(ctx, notif, d, keep)
-			mu.Lock()
-			if done {
-				finished = append(finished, d.ID)
-			} else {
-				unfinished = append(unfinished, d.ID)
+			if n.deliver(ctx, notif, d, keep) {
+				if err := n.d.Dedupe.Finish(bg, notif.EventID, []int64{d.ID}, keep); err != nil {
+					// The message went out; only a redelivery could send it again. Log and go on.
+					n.log.Error("push: mark done", "event_id", notif.EventID, "device_id", d.ID, "err", err)
+				}
+				return
 			}
+			mu.Lock()
+			unfinished = append(unfinished, d.ID)
 			mu.Unlock()
 		})
 	}
@@ -497,7 +502,7 @@ func (n *Notifier) sendAll(ctx context.Context, notif *push.Notification, device
 			case <-stop:
 				return
 			case <-t.C:
-				if err := n.d.Dedupe.Extend(ctx, notif.EventID, ids, n.cfg.Owner, n.cfg.Lease); err != nil {
+				if err := n.d.Dedupe.Extend(ctx, notif.EventID, ids, n.cfg.Owner, n.cfg.Lease); err != nil && ctx.Err() == nil {
 					n.log.Warn("push: extend claims", "err", err)
 				}
 			}
@@ -506,13 +511,6 @@ func (n *Notifier) sendAll(ctx context.Context, notif *push.Notification, device
 	wg.Wait()
 	close(stop)
 	<-extended
-	bg := context.WithoutCancel(ctx)
-	if len(finished) > 0 {
-		if err := n.d.Dedupe.Finish(bg, notif.EventID, finished, keep); err != nil {
-			// The messages went out; a redelivery may send them again. Log and go on.
-			n.log.Error("push: mark sent", "event_id", notif.EventID, "devices", len(finished), "err", err)
-		}
-	}
 	if len(unfinished) > 0 {
 		rctx, cancel := context.WithTimeout(bg, 5*time.Second)
 		defer cancel()
