@@ -425,12 +425,15 @@ func (n *Notifier) page(ctx context.Context, j *job) error {
 	}
 	notif := j.notification()
 	keep := max(time.Until(j.Expires)+time.Hour, time.Hour)
+	// One owner per run of this job: a copy of the job redelivered to this same worker while it still
+	// runs (its wait in the prefetch buffer outlasted AckWait) finds the pairs busy, not its own.
+	owner := n.cfg.Owner + ":" + strconv.FormatUint(rand.Uint64(), 36)
 	for len(offline) > 0 {
 		ids := make([]int64, len(offline))
 		for i, d := range offline {
 			ids[i] = d.ID
 		}
-		claims, err := n.d.Dedupe.Claim(ctx, j.EventID, ids, n.cfg.Owner, n.cfg.Lease)
+		claims, err := n.d.Dedupe.Claim(ctx, j.EventID, ids, owner, n.cfg.Lease)
 		if err != nil {
 			return err
 		}
@@ -445,7 +448,7 @@ func (n *Notifier) page(ctx context.Context, j *job) error {
 				busy = append(busy, offline[i])
 			}
 		}
-		if err := n.sendAll(ctx, notif, mine, keep); err != nil {
+		if err := n.sendAll(ctx, notif, mine, keep, owner); err != nil {
 			return err
 		}
 		offline = busy
@@ -464,7 +467,7 @@ func (n *Notifier) page(ctx context.Context, j *job) error {
 // is marked done the moment its answer is final, so a worker killed mid-page leaves only the pairs in
 // flight to the next one. On ctx's end it releases the claims of the unfinished ones and returns ctx's
 // error.
-func (n *Notifier) sendAll(ctx context.Context, notif *push.Notification, devices []push.Device, keep time.Duration) error {
+func (n *Notifier) sendAll(ctx context.Context, notif *push.Notification, devices []push.Device, keep time.Duration, owner string) error {
 	if len(devices) == 0 {
 		return nil
 	}
@@ -502,7 +505,7 @@ func (n *Notifier) sendAll(ctx context.Context, notif *push.Notification, device
 			case <-stop:
 				return
 			case <-t.C:
-				if err := n.d.Dedupe.Extend(ctx, notif.EventID, ids, n.cfg.Owner, n.cfg.Lease); err != nil && ctx.Err() == nil {
+				if err := n.d.Dedupe.Extend(ctx, notif.EventID, ids, owner, n.cfg.Lease); err != nil && ctx.Err() == nil {
 					n.log.Warn("push: extend claims", "err", err)
 				}
 			}
@@ -514,7 +517,7 @@ func (n *Notifier) sendAll(ctx context.Context, notif *push.Notification, device
 	if len(unfinished) > 0 {
 		rctx, cancel := context.WithTimeout(bg, 5*time.Second)
 		defer cancel()
-		if err := n.d.Dedupe.Release(rctx, notif.EventID, unfinished, n.cfg.Owner); err != nil {
+		if err := n.d.Dedupe.Release(rctx, notif.EventID, unfinished, owner); err != nil {
 			n.log.Warn("push: release claims", "err", err)
 		}
 		if err := ctx.Err(); err != nil {
