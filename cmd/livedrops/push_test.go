@@ -97,6 +97,7 @@ func TestAllRolePushesAStartedDropToOfflineDevices(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := testConfig(t, "all", storetest.NewMigratedDatabase(t))
+	_, cfg.CachePrefix = storetest.NewRedis(t) // event ids restart with every database; keys must not meet
 	cfg.Push.FCMCredentialsFile, cfg.Push.FCMBaseURL = keyFile, fcmSrv.BaseURL()
 	if err := devVAPID(&cfg); err != nil {
 		t.Fatal(err)

@@ -143,7 +143,7 @@ VALUES (1, 1, 1, now(), now() + interval '1 hour', 100, 100, 1, 'live')`)
 	// Kill when the first messages are accepted and marked done, and later ones are in flight.
 	doneMarks := func() int {
 		n := 0
-		iter := rdb.Scan(ctx, 0, prefix+"push:"+eventID+":*", 1000).Iterator()
+		iter := rdb.Scan(ctx, 0, prefix+"push:"+eventID+".*", 1000).Iterator()
 		for iter.Next(ctx) {
 			if v, _ := rdb.Get(ctx, iter.Val()).Result(); v == "d" {
 				n++

@@ -111,7 +111,9 @@ type Config struct {
 	PageSize int
 	// SplitPages is how many page jobs one split job makes before it hands on; 0 means 100.
 	SplitPages int
-	// Jobs is how many jobs one process works on at once; 0 means 8.
+	// Jobs is how many jobs one process holds at once; 0 means 1,000. A page job is held until every
+	// device of it has a final answer, while its sends wait in the process's queue: enough pages are
+	// held for the presence scan of a celebrity's followers to run well ahead of the sends.
 	Jobs int
 	// Concurrency is how many provider requests one process has in flight; 0 means 256.
 	Concurrency int
@@ -153,7 +155,9 @@ type Notifier struct {
 	log   *slog.Logger
 	m     *Metrics
 	types map[fanout.Type]bool
-	sem   chan struct{}
+	queue *sendQueue
+	// sendersDone is closed when the senders have stopped (Run's end).
+	sendersDone chan struct{}
 
 	mu     sync.Mutex
 	paused map[push.Provider]time.Time // provider -> until (auth failures)
@@ -171,7 +175,7 @@ func New(cfg Config, d Deps) (*Notifier, error) {
 	}
 	def(&cfg.PageSize, 1000)
 	def(&cfg.SplitPages, 100)
-	def(&cfg.Jobs, 8)
+	def(&cfg.Jobs, 1000)
 	def(&cfg.Concurrency, 256)
 	def(&cfg.MaxAttempts, 5)
 	defD := func(v *time.Duration, x time.Duration) {
@@ -210,7 +214,7 @@ func New(cfg Config, d Deps) (*Notifier, error) {
 			return nil, err
 		}
 	}
-	return &Notifier{cfg: cfg, d: d, log: log, m: m, types: types, sem: make(chan struct{}, cfg.Concurrency),
+	return &Notifier{cfg: cfg, d: d, log: log, m: m, types: types, queue: newSendQueue(), sendersDone: make(chan struct{}),
 		paused: map[push.Provider]time.Time{}}, nil
 }
 
@@ -221,11 +225,22 @@ func CreatorEvent(t fanout.Type) bool { return slices.Contains(pushable, t) }
 
 // Run consumes events and jobs until ctx ends, then returns nil once the jobs in hand are released.
 func (n *Notifier) Run(ctx context.Context) error {
+	var senders sync.WaitGroup
+	for range n.cfg.Concurrency {
+		senders.Go(func() { n.sender(ctx) })
+	}
+	stopSenders := context.AfterFunc(ctx, n.queue.close)
+	defer stopSenders()
+	go func() {
+		senders.Wait()
+		close(n.sendersDone)
+	}()
 	var wg sync.WaitGroup
 	errs := make(chan error, 3)
 	run := func(name string, f func(context.Context) error) {
 		wg.Go(func() {
 			if err := f(ctx); err != nil && ctx.Err() == nil {
+				n.log.Error("push: notifier part stopped", "part", name, "err", err)
 				errs <- fmt.Errorf("notifier: %s: %w", name, err)
 			}
 		})
@@ -234,6 +249,7 @@ func (n *Notifier) Run(ctx context.Context) error {
 	run("jobs", func(ctx context.Context) error { return n.d.Queue.ConsumeJobs(ctx, n.cfg.Jobs, n.handleJob) })
 	run("pending", n.watchPending)
 	wg.Wait()
+	<-n.sendersDone
 	close(errs)
 	return errors.Join(slices.Collect(func(yield func(error) bool) {
 		for e := range errs {
@@ -309,6 +325,12 @@ func (n *Notifier) handleEvent(ctx context.Context, ev fanout.Event) error {
 		Tag: "drop-" + strconv.FormatInt(ev.DropID, 10), Expires: d.EndTime}
 	n.log.Info("push: event", "event_id", ev.ID, "type", ev.Type, "drop_id", ev.DropID, "creator_id", ev.CreatorID)
 	return n.publish(ctx, []*job{j})
+}
+
+// dedupeKey names the event in the dedupe store: its id and its time, so that event ids a fresh
+// database hands out again (they are a sequence) never meet the marks of an older life.
+func dedupeKey(n *push.Notification) string {
+	return n.EventID + "." + strconv.FormatInt(n.EventTS.UnixMilli(), 36)
 }
 
 // Content is the title and body of a pushed event about drop d.
@@ -433,7 +455,7 @@ func (n *Notifier) page(ctx context.Context, j *job) error {
 		for i, d := range offline {
 			ids[i] = d.ID
 		}
-		claims, err := n.d.Dedupe.Claim(ctx, j.EventID, ids, owner, n.cfg.Lease)
+		claims, err := n.d.Dedupe.Claim(ctx, dedupeKey(notif), ids, owner, n.cfg.Lease)
 		if err != nil {
 			return err
 		}
@@ -461,141 +483,6 @@ func (n *Notifier) page(ctx context.Context, j *job) error {
 		}
 	}
 	return nil
-}
-
-// sendAll sends notif to devices (claimed by this worker) and waits for every final answer. Each pair
-// is marked done the moment its answer is final, so a worker killed mid-page leaves only the pairs in
-// flight to the next one. On ctx's end it releases the claims of the unfinished ones and returns ctx's
-// error.
-func (n *Notifier) sendAll(ctx context.Context, notif *push.Notification, devices []push.Device, keep time.Duration, owner string) error {
-	if len(devices) == 0 {
-		return nil
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var unfinished []int64
-	bg := context.WithoutCancel(ctx)
-	for _, d := range devices {
-		wg.Go(func() {
-			if n.deliver(ctx, notif, d, keep) {
-				if err := n.d.Dedupe.Finish(bg, notif.EventID, []int64{d.ID}, keep); err != nil {
-					// The message went out; only a redelivery could send it again. Log and go on.
-					n.log.Error("push: mark done", "event_id", notif.EventID, "device_id", d.ID, "err", err)
-				}
-				return
-			}
-			mu.Lock()
-			unfinished = append(unfinished, d.ID)
-			mu.Unlock()
-		})
-	}
-	// Extend the claims while answers are awaited (retries may wait minutes).
-	stop := make(chan struct{})
-	extended := make(chan struct{})
-	go func() {
-		defer close(extended)
-		t := time.NewTicker(n.cfg.Lease / 3)
-		defer t.Stop()
-		ids := make([]int64, len(devices))
-		for i, d := range devices {
-			ids[i] = d.ID
-		}
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				if err := n.d.Dedupe.Extend(ctx, notif.EventID, ids, owner, n.cfg.Lease); err != nil && ctx.Err() == nil {
-					n.log.Warn("push: extend claims", "err", err)
-				}
-			}
-		}
-	}()
-	wg.Wait()
-	close(stop)
-	<-extended
-	if len(unfinished) > 0 {
-		rctx, cancel := context.WithTimeout(bg, 5*time.Second)
-		defer cancel()
-		if err := n.d.Dedupe.Release(rctx, notif.EventID, unfinished, owner); err != nil {
-			n.log.Warn("push: release claims", "err", err)
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		return fmt.Errorf("push: %d devices unfinished", len(unfinished))
-	}
-	return nil
-}
-
-// deliver sends notif to d until a final answer and reports whether it is final (false: ctx ended).
-func (n *Notifier) deliver(ctx context.Context, notif *push.Notification, d push.Device, keep time.Duration) bool {
-	provider := d.Provider
-	pv := string(provider)
-	sender := n.d.Senders[provider]
-	if sender == nil {
-		n.deadLetter(ctx, notif, d, "provider_off", 0, errors.New("no sender configured for "+pv))
-		return true
-	}
-	for attempt := 1; ; attempt++ {
-		if !notif.Expires.After(n.cfg.Now()) {
-			n.m.expired.Inc()
-			return true
-		}
-		if err := n.waitProvider(ctx, provider); err != nil {
-			return false
-		}
-		n.sem <- struct{}{}
-		n.m.inFlight.Inc()
-		start := time.Now()
-		r := sender.Send(ctx, notif, d)
-		n.m.request.WithLabelValues(pv).Observe(time.Since(start).Seconds())
-		n.m.inFlight.Dec()
-		<-n.sem
-		if ctx.Err() != nil && r.Outcome != push.Sent {
-			return false
-		}
-		if r.Credentials {
-			n.m.authFailures.WithLabelValues(pv).Inc()
-		}
-		if r.Outcome != push.Sent {
-			n.m.failed.WithLabelValues(pv, r.Reason).Inc()
-		}
-		switch r.Outcome {
-		case push.Sent:
-			n.m.sent.WithLabelValues(pv).Inc()
-			if !notif.EventTS.IsZero() {
-				n.m.lag.Observe(n.cfg.Now().Sub(notif.EventTS).Seconds())
-			}
-			return true
-		case push.Gone:
-			if _, err := n.d.Store.RemoveDevice(context.WithoutCancel(ctx), d.ID, d.Token); err != nil {
-				n.log.Error("push: remove gone device", "device_id", d.ID, "err", err)
-			} else {
-				n.m.removed.WithLabelValues(pv).Inc()
-			}
-			return true
-		case push.Rejected:
-			if r.Reason == "expired" {
-				n.m.expired.Inc()
-				return true
-			}
-			n.deadLetter(ctx, notif, d, r.Reason, attempt, r.Err)
-			return true
-		case push.AuthFailed:
-			n.pause(provider, n.cfg.AuthPause)
-			n.log.Error("push: provider refused our credentials; pausing it", "provider", pv, "reason", r.Reason,
-				"pause", n.cfg.AuthPause, "err", r.Err)
-		}
-		if attempt >= n.cfg.MaxAttempts {
-			n.deadLetter(ctx, notif, d, "max_attempts", attempt, r.Err)
-			return true
-		}
-		n.m.retried.WithLabelValues(pv).Inc()
-		if err := sleep(ctx, n.backoff(attempt, r.RetryAfter)); err != nil {
-			return false
-		}
-	}
 }
 
 // backoff is the wait before retry number attempt: base·2^(attempt-1) with equal jitter, at most

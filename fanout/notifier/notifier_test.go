@@ -50,6 +50,7 @@ type stack struct {
 
 	creator, drop int64
 	nextUser      int64
+	eventTS       map[string]time.Time
 }
 
 type options struct {
@@ -60,7 +61,7 @@ type options struct {
 func newStack(t *testing.T, o options) *stack {
 	t.Helper()
 	ctx := t.Context()
-	s := &stack{t: t, nextUser: 1000}
+	s := &stack{t: t, nextUser: 1000, eventTS: map[string]time.Time{}}
 	var err error
 	if s.pool, err = postgres.Open(ctx, storetest.NewMigratedDatabase(t), postgres.PoolConfig{}); err != nil {
 		t.Fatal(err)
@@ -228,7 +229,8 @@ func (s *stack) follower(online bool, kind push.Provider) follower {
 // start publishes drop.started of the stack's drop with event id id, as the relay does.
 func (s *stack) start(id string) {
 	s.t.Helper()
-	ev := fanout.Event{ID: id, Type: fanout.DropStarted, TS: time.Now(), CreatorID: s.creator, DropID: s.drop, Data: json.RawMessage(`{}`)}
+	s.eventTS[id] = time.Now()
+	ev := fanout.Event{ID: id, Type: fanout.DropStarted, TS: s.eventTS[id], CreatorID: s.creator, DropID: s.drop, Data: json.RawMessage(`{}`)}
 	if _, err := s.pub.Publish(context.Background(), []fanout.Event{ev}); err != nil {
 		s.t.Fatal(err)
 	}
@@ -438,7 +440,7 @@ func TestOfflineFollowersGetOnePushOnline(t *testing.T) {
 // redelivery would (the same ids are dropped by the stream).
 func republish(t *testing.T, s *stack, id string) {
 	t.Helper()
-	j := map[string]any{"kind": "page", "last": int64(1) << 53, "event_id": id, "type": "drop.started", "event_ts": time.Now(), "drop_id": s.drop,
+	j := map[string]any{"kind": "page", "last": int64(1) << 53, "event_id": id, "type": "drop.started", "event_ts": s.eventTS[id], "drop_id": s.drop,
 		"creator_id": s.creator, "title": "Cleo is live: Hoodie", "body": "b", "url": "/#/drops/1", "tag": "drop-1",
 		"expires": time.Now().Add(time.Hour), "after": 0}
 	b, _ := json.Marshal(j)
