@@ -13,12 +13,14 @@ ORDERS_ARGS ?=
 EVENTS_ARGS ?=
 # Flags of the harness of `make bench-fanout`, e.g. FANOUT_ARGS="-hubs 6 -sockets 100000" (BENCHMARKS.md).
 FANOUT_ARGS ?=
+# Flags of the generator of `make bench-push`, e.g. PUSH_ARGS="-followers 200000 -floor=false".
+PUSH_ARGS ?=
 
 # Go files to format and check: everything but .git, bin/, the dev stack's data/ and node_modules/.
 GOFILES = $(shell find . \( -path ./.git -o -path ./bin -o -path ./data -o -name node_modules \) -prune \
 	-o -name '*.go' -type f -print)
 
-.PHONY: run test lint build fmt clean-data bench-reads bench-orders bench-events bench-fanout
+.PHONY: run test lint build fmt clean-data bench-reads bench-orders bench-events bench-fanout bench-push
 
 ## run: every role in one process on :8080, with PostgreSQL, Redis and NATS started in ./data.
 # Installs redis-server and the PostgreSQL server binaries first when they are missing. The binary
@@ -103,3 +105,12 @@ bench-fanout:
 	$(GO) build -o bin/wsfan ./loadtest/wsfan
 	$(GO) build -o bin/fanoutbench ./loadtest/fanoutbench
 	./bin/fanoutbench -wsfan bin/wsfan -hub-bin $(BIN) $(FANOUT_ARGS)
+
+## bench-push: a drop of a creator with 1,000,000 followers, 100,000 of them offline with one device
+# each (half FCM, half Web Push), the others online; the providers' stand-ins on loopback answer 1% 503
+# and 0.5% gone. Every offline device notified once, the gone ones removed; then the same sends straight
+# from the generator (the floor). PostgreSQL and Redis in a temporary dir, livedrops all (BENCHMARKS.md).
+bench-push:
+	@.ci/deps.sh redis-server postgresql
+	$(GO) build -o $(BIN) ./cmd/livedrops
+	$(GO) run ./loadtest/push -bin $(BIN) $(PUSH_ARGS)
