@@ -17,14 +17,15 @@
 //
 // # Exactly once per (event, device)
 //
-// Before sending, a page claims each device for the event in Redis (SET NX with a lease); the moment
-// the provider's answer is final it marks the pair done, kept until an hour past the drop's end. A redelivered
-// job (its worker died, or its ack was lost) skips the done pairs and waits out the lease of pairs
-// another worker holds, so no device hears of one event twice, and a worker killed mid-job loses
-// nothing: its job is redelivered after AckWait, and the pairs it had claimed but not finished are
-// taken over when their lease ends. The one window left is a worker dying between the provider's
-// acceptance and the done mark (microseconds); then the device may be sent the message twice, which
-// the per-drop collapse key / Topic turns into one notification on a device that was offline.
+// Before sending, a page claims each device for the event in Redis (SET NX with a lease); as soon as
+// the provider's answer is final the pair is marked done (marks are written in batches within 2 ms),
+// kept until an hour past the drop's end. A redelivered job (its worker died, or its ack was lost)
+// skips the done pairs and waits out the lease of pairs another worker holds, so no device hears of
+// one event twice, and a worker killed mid-job loses nothing: its job is redelivered after AckWait, and
+// the pairs it had claimed but not finished are taken over when their lease ends. The one window left
+// is a worker dying between the provider's acceptance and the done mark; then the device may be sent
+// the message twice, which the per-drop collapse key / Topic turns into one notification on a device
+// that was offline.
 //
 // # Answers
 //
@@ -156,7 +157,9 @@ type Notifier struct {
 	m     *Metrics
 	types map[fanout.Type]bool
 	queue *sendQueue
-	// sendersDone is closed when the senders have stopped (Run's end).
+	// marks carries finished tasks to the marker, which writes their done marks in batches.
+	marks chan *task
+	// sendersDone is closed when the senders have stopped and every done mark is written (Run's end).
 	sendersDone chan struct{}
 
 	mu     sync.Mutex
@@ -214,7 +217,7 @@ func New(cfg Config, d Deps) (*Notifier, error) {
 			return nil, err
 		}
 	}
-	return &Notifier{cfg: cfg, d: d, log: log, m: m, types: types, queue: newSendQueue(), sendersDone: make(chan struct{}),
+	return &Notifier{cfg: cfg, d: d, log: log, m: m, types: types, queue: newSendQueue(), marks: make(chan *task, 4096), sendersDone: make(chan struct{}),
 		paused: map[push.Provider]time.Time{}}, nil
 }
 
@@ -231,8 +234,15 @@ func (n *Notifier) Run(ctx context.Context) error {
 	}
 	stopSenders := context.AfterFunc(ctx, n.queue.close)
 	defer stopSenders()
+	marked := make(chan struct{})
+	go func() {
+		defer close(marked)
+		n.marker()
+	}()
 	go func() {
 		senders.Wait()
+		close(n.marks) // the senders are the only writers
+		<-marked
 		close(n.sendersDone)
 	}()
 	var wg sync.WaitGroup

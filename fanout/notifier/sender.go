@@ -213,13 +213,64 @@ func (n *Notifier) attempt(ctx context.Context, t *task) {
 	})
 }
 
-// finish marks t's pair done (so no redelivery sends it again) and reports it to its page.
-func (n *Notifier) finish(t *task) {
-	if err := n.d.Dedupe.Finish(context.WithoutCancel(t.page.ctx), dedupeKey(t.page.notif), []int64{t.d.ID}, t.page.keep); err != nil {
-		// The answer is final; only a redelivery could send it again. Log and go on.
-		n.log.Error("push: mark done", "event_id", t.page.notif.EventID, "device_id", t.d.ID, "err", err)
+// finish hands t to the marker: its pair is marked done (so no redelivery sends it again), then it is
+// reported to its page.
+func (n *Notifier) finish(t *task) { n.marks <- t }
+
+// markEvery bounds how long a final answer waits for its done mark: marks are written in batches, one
+// pipeline for up to markBatch of them, so a worker killed in that moment may send those again.
+const (
+	markEvery = 2 * time.Millisecond
+	markBatch = 256
+)
+
+// marker writes the done marks of finished tasks in batches until n.marks is closed and drained.
+func (n *Notifier) marker() {
+	batch := make([]*task, 0, markBatch)
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		type group struct {
+			key  string
+			keep time.Duration
+		}
+		ids := map[group][]int64{}
+		for _, t := range batch {
+			g := group{dedupeKey(t.page.notif), t.page.keep}
+			ids[g] = append(ids[g], t.d.ID)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		for g, devs := range ids {
+			if err := n.d.Dedupe.Finish(ctx, g.key, devs, g.keep); err != nil {
+				// The answers are final; only a redelivery could send them again. Log and go on.
+				n.log.Error("push: mark done", "event", g.key, "devices", len(devs), "err", err)
+			}
+		}
+		cancel()
+		for _, t := range batch {
+			t.page.report(t.d.ID)
+		}
+		clear(batch)
+		batch = batch[:0]
 	}
-	t.page.report(t.d.ID)
+	tick := time.NewTicker(markEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case t, ok := <-n.marks:
+			if !ok {
+				flush()
+				return
+			}
+			batch = append(batch, t)
+			if len(batch) == markBatch {
+				flush()
+			}
+		case <-tick.C:
+			flush()
+		}
+	}
 }
 
 // sendAll queues notif for devices (claimed by this page run) and waits until every one is final. On

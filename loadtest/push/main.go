@@ -285,7 +285,7 @@ VALUES ($1, $2, $3, $4, 1000, 1000, 1, 'scheduled') RETURNING drop_id`, seed.Cel
 			fmt.Printf("timed out: %d of %d accepted, metrics %v\n", b.pairs.Load(), b.expected, m)
 			break
 		}
-		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+		if err := sleep(ctx, 250*time.Millisecond); err != nil {
 			return err
 		}
 	}

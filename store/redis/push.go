@@ -146,10 +146,11 @@ type PushLimiter struct {
 	block  int
 	share  int
 
-	mu      sync.Mutex
-	tokens  map[push.Provider]int
-	waiting map[push.Provider]*sync.Mutex
-	local   map[push.Provider]*localBucket
+	mu        sync.Mutex
+	tokens    map[push.Provider]int
+	waiting   map[push.Provider]*sync.Mutex
+	local     map[push.Provider]*localBucket
+	downUntil time.Time // after a Redis error, the local buckets alone until then
 }
 
 // PushLimiterConfig configures a PushLimiter.
@@ -212,7 +213,19 @@ func (l *PushLimiter) Wait(ctx context.Context, p push.Provider) error {
 		}
 		block := min(l.block, max(1, rate/20)) // at most 50 ms of the rate per call
 		limit := redis_rate.Limit{Rate: rate, Burst: block, Period: time.Second}
-		res, err := l.lim.AllowAtMost(ctx, l.prefix+"push:rate:"+string(p), limit, block)
+		l.mu.Lock()
+		down := time.Now().Before(l.downUntil)
+		l.mu.Unlock()
+		var res *redis_rate.Result
+		err := errRedisDown
+		if !down {
+			res, err = l.lim.AllowAtMost(ctx, l.prefix+"push:rate:"+string(p), limit, block)
+			if err != nil && ctx.Err() == nil {
+				l.mu.Lock()
+				l.downUntil = time.Now().Add(time.Second) // ask Redis again in a second
+				l.mu.Unlock()
+			}
+		}
 		var wait time.Duration
 		switch {
 		case err != nil && ctx.Err() != nil:
@@ -230,7 +243,9 @@ func (l *PushLimiter) Wait(ctx context.Context, p push.Provider) error {
 			l.tokens[p] += res.Allowed
 			l.mu.Unlock()
 		default:
-			wait = max(res.RetryAfter, time.Millisecond)
+			// Wait for a whole block, not one token: a call per token would cap the rate at what the
+			// round trips allow.
+			wait = max(res.RetryAfter, time.Millisecond) + time.Duration(block-1)*time.Second/time.Duration(rate)
 		}
 		if wait > 0 {
 			t := time.NewTimer(wait)
@@ -245,6 +260,8 @@ func (l *PushLimiter) Wait(ctx context.Context, p push.Provider) error {
 		w.Unlock()
 	}
 }
+
+var errRedisDown = errors.New("redis: push limiter: Redis unavailable a moment ago")
 
 // localBucket is the fallback: a token bucket of one second's burst, in memory.
 type localBucket struct {
