@@ -18,7 +18,7 @@ FANOUT_ARGS ?=
 GOFILES = $(shell find . \( -path ./.git -o -path ./bin -o -path ./data -o -name node_modules \) -prune \
 	-o -name '*.go' -type f -print)
 
-.PHONY: run test lint build fmt clean-data bench-reads bench-orders bench-events bench-fanout
+.PHONY: run test lint lint-k6 lint-openapi build fmt clean-data bench-reads bench-orders bench-events bench-fanout
 
 ## run: every role in one process on :8080, with PostgreSQL, Redis and NATS started in ./data.
 # Installs redis-server and the PostgreSQL server binaries first when they are missing. The binary
@@ -49,6 +49,23 @@ lint:
 	@command -v docker-compose >/dev/null || \
 		{ echo "docker-compose is missing: .ci/deps.sh docker-compose installs it"; exit 1; }
 	docker-compose -f docker-compose.yml config -q
+	@$(MAKE) --no-print-directory lint-k6 lint-openapi
+
+# npm folders of the lint (their own package.json and lock): `npm ci` into the folder's node_modules
+# when it is missing or older than the lock.
+NPM_CI = [ "$$d/node_modules/.package-lock.json" -nt "$$d/package-lock.json" ] || \
+	(cd "$$d" && npm ci --no-audit --no-fund --loglevel=error)
+
+## lint-k6: type-check the k6 scripts against @types/k6 (TypeScript pinned in loadtest/k6/package.json).
+lint-k6:
+	@d=loadtest/k6; $(NPM_CI)
+	cd loadtest/k6 && ./node_modules/.bin/tsc --checkJs --noEmit -p jsconfig.json
+
+## lint-openapi: Redocly CLI's recommended rules, warnings as errors, on api/openapi.yaml.
+lint-openapi:
+	@d=api/lint; $(NPM_CI)
+	cd api/lint && REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true \
+		./node_modules/.bin/redocly lint --config redocly.yaml ../openapi.yaml
 
 ## build: the binary at bin/livedrops.
 build:
