@@ -28,9 +28,10 @@ run:
 	$(GO) build -o $(BIN) ./cmd/livedrops
 	exec ./$(BIN) all $(ARGS)
 
-## test: install missing system packages, lint, then every test with the race detector.
+## test: install missing system packages, lint, then every test with the race detector (prometheus and
+# nginx for the tests of deploy/).
 test:
-	@.ci/deps.sh redis-server postgresql docker-compose
+	@.ci/deps.sh redis-server postgresql docker-compose prometheus nginx
 	@$(MAKE) --no-print-directory lint
 	$(GO) test -race -count=1 ./...
 
