@@ -102,14 +102,15 @@ bench-orders:
 	$(GO) build -o $(BIN) ./cmd/livedrops
 	$(GO) run ./loadtest/orders -bin $(BIN) $(ORDERS_ARGS)
 
-## bench-events: the outbox relay's commit-to-stream latency under 2,000 outbox rows a second and how
-# late drop.started is after start_time over 200 drops starting meanwhile, with JetStream syncing every
-# write, then on an interval (2m); on a PostgreSQL and an embedded NATS it starts in a temporary dir and
-# removes after, the relay and the scheduler running in the generator as the worker runs them
-# (BENCHMARKS.md).
+## bench-events: the outbox relay's commit-to-stream latency under 2,000 writes a second through the
+# REST API (orders and follows, one outbox row each) and how late drop.started is after start_time
+# over 200 drops starting meanwhile (posted with POST /drops), with JetStream syncing every write, then
+# on an interval (2m): each time a fresh `livedrops seed` data dir and `livedrops all` on it, its
+# worker running the relay and the scheduler, the stream read by a NATS consumer (BENCHMARKS.md).
 bench-events:
-	@.ci/deps.sh postgresql
-	$(GO) run ./loadtest/events $(EVENTS_ARGS)
+	@.ci/deps.sh redis-server postgresql
+	$(GO) build -o $(BIN) ./cmd/livedrops
+	$(GO) run ./loadtest/events -bin $(BIN) $(EVENTS_ARGS)
 
 ## bench-fanout: one creator's drop.started to the sockets of all its followers: 19,900 on one hub by
 # default, FANOUT_ARGS="-hubs 6 -sockets 100000" for six hubs behind one NATS. PostgreSQL, Redis and

@@ -1,8 +1,9 @@
 // Package livedropstest runs the real livedrops binary for tests outside cmd/livedrops: it builds it
 // from this module, seeds a data dir with `livedrops seed` and starts `livedrops all` (the dev stack of
 // `make run`: PostgreSQL, Redis and NATS in the data dir) on a free loopback port, stopping it when
-// asked. Tests that measure or scrape what users run use it instead of wiring packages; its functions
-// return errors rather than take a testing.TB so that a TestMain can share one stack among tests.
+// asked. Tests and load generators that measure or scrape what users run use it instead of wiring
+// packages; its functions return errors rather than take a testing.TB, so that a TestMain can share
+// one stack among tests and a command can use it too.
 package livedropstest
 
 import (
@@ -140,7 +141,7 @@ func StartAll(bin, dataDir string, extra ...string) (*Process, error) {
 			}
 			p.mu.Unlock()
 			var rec map[string]any
-			if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "listening" {
+			if strings.Contains(line, `"listening"`) && json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "listening" {
 				select {
 				case listening <- rec:
 				default:
