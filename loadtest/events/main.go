@@ -69,7 +69,7 @@ func main() {
 	var syncs string
 	flag.StringVar(&o.bin, "bin", "bin/livedrops", "the livedrops binary to run")
 	flag.IntVar(&o.rate, "rate", 2000, "outbox rows per second (one per write: half orders, half follows)")
-	flag.IntVar(&o.producers, "producers", 64, "concurrent writers")
+	flag.IntVar(&o.producers, "producers", 256, "concurrent writers (enough that the pace, not the answers, sets the rate)")
 	flag.DurationVar(&o.duration, "duration", 20*time.Second, "length of the load, per sync mode")
 	flag.IntVar(&o.drops, "drops", 200, "drops starting during the load")
 	flag.DurationVar(&o.lead, "lead", 3*time.Second, "how far into the load the first drop starts")
