@@ -23,10 +23,11 @@ import (
 	"github.com/livedrops/livedrops/loadtest/livedropstest"
 )
 
-// pending are metric names of the push contract (notes: CONTRACT-push-web.md) that the rules and the
-// dashboard use before the push notifier exists. The scrape test requires each to be absent still:
-// once the notifier registers it, remove it here, and the test then requires it like every other.
-var pending = map[string]bool{
+// pushNames are the metric names of the push contract (notes: CONTRACT-push-web.md) that the rules
+// and the dashboard use, with the recording rules made of them alone. The push notifier registers them
+// (issue 10); until a process here exports one, the checks skip what uses it. Once it is scraped, it is
+// checked like every other name, recording rules and panels included.
+var pushNames = map[string]bool{
 	"livedrops_push_sent_total":                     true,
 	"livedrops_push_failed_total":                   true,
 	"livedrops_push_retried_total":                  true,
@@ -36,7 +37,7 @@ var pending = map[string]bool{
 	"livedrops_push_skipped_online_total":           true,
 	"livedrops_push_lag_seconds_bucket":             true,
 	"livedrops_push_jobs_pending":                   true,
-	"provider:livedrops_push_failed:rate5m":         true, // recording rules of those alone
+	"provider:livedrops_push_failed:rate5m":         true,
 	"provider:livedrops_push_failures:ratio_rate5m": true,
 	"livedrops_push_lag_seconds:p99_5m":             true,
 }
@@ -187,9 +188,23 @@ func TestPrometheusScrapesEveryMetricInUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name := range pending {
-		if _, isRecord := records[name]; !isRecord && names[name] {
-			t.Errorf("%s is scraped now: remove it from pending", name)
+	// pending: the push names no process exports yet, and the recording rules made of them.
+	pending := make(map[string]bool)
+	for name := range pushNames {
+		if _, isRecord := records[name]; !isRecord && !names[name] {
+			pending[name] = true
+		}
+	}
+	for changed := true; changed; { // recording rules of pending names, of those, and so on
+		changed = false
+		for name := range pushNames {
+			if expr, isRecord := records[name]; isRecord && !pending[name] {
+				for _, n := range metricNames(expr) {
+					if pending[n] && !pending[name] {
+						pending[name], changed = true, true
+					}
+				}
+			}
 		}
 	}
 	usesPending := func(expr string) bool {
@@ -232,8 +247,17 @@ func TestPrometheusScrapesEveryMetricInUse(t *testing.T) {
 			t.Errorf("%s returns no series (%v): %s", u.where, err, u.expr)
 		}
 	}
-	t.Logf("%d metric references checked against %d names scraped; %d recording rules; %d pending push names",
-		checked, len(names), len(records), len(pending))
+	t.Logf("%d metric references checked against %d names scraped; %d recording rules; pending (push, not exported yet): %v",
+		checked, len(names), len(records), sortedKeys(pending))
+}
+
+func sortedKeys(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // prometheus is a running Prometheus server and its API.
