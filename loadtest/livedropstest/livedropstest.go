@@ -99,13 +99,15 @@ func Token(bin, dataDir string, user int64) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
-// Process is a running `livedrops all`.
+// Process is a running livedrops role.
 type Process struct {
 	// URL is its base URL, http://127.0.0.1:port.
 	URL string
-	// NatsURL is the embedded NATS server's client URL, from the listening log line.
-	NatsURL string
+	// DatabaseURL, RedisURL and NatsURL are the services it uses, from its listening log line (the dev
+	// stack's have no passwords, so they are whole).
+	DatabaseURL, RedisURL, NatsURL string
 
+	role string
 	cmd  *exec.Cmd
 	exit chan error
 	mu   sync.Mutex
@@ -118,7 +120,14 @@ type Process struct {
 // StartAll starts `livedrops all` on dataDir with extra environment (NAME=value) and waits until
 // /readyz answers 200, at most three minutes (the first start runs initdb). Stop it when done.
 func StartAll(bin, dataDir string, extra ...string) (*Process, error) {
-	cmd := exec.Command(bin, "all")
+	return Start(bin, "all", dataDir, extra...)
+}
+
+// Start starts `livedrops role` (all, api, hub or worker) on a free loopback port with dataDir as its
+// data dir and extra environment (the services' URLs and the secret, for a role other than all), and
+// waits until /readyz answers 200. Stop it when done.
+func Start(bin, role, dataDir string, extra ...string) (*Process, error) {
+	cmd := exec.Command(bin, role)
 	cmd.Env = env(dataDir, append([]string{"LIVEDROPS_LOG_LEVEL=info"}, extra...))
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -127,7 +136,7 @@ func StartAll(bin, dataDir string, extra ...string) (*Process, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	p := &Process{cmd: cmd, exit: make(chan error, 1)}
+	p := &Process{role: role, cmd: cmd, exit: make(chan error, 1)}
 	listening := make(chan map[string]any, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -157,12 +166,14 @@ func StartAll(bin, dataDir string, extra ...string) (*Process, error) {
 	select {
 	case rec := <-listening:
 		p.URL = "http://" + fmt.Sprint(rec["addr"])
+		p.DatabaseURL, _ = rec["database_url"].(string)
+		p.RedisURL, _ = rec["redis_url"].(string)
 		p.NatsURL, _ = rec["nats_url"].(string)
 	case err := <-p.exit:
 		p.exit <- err // for Stop
-		return fail("livedrops all exited before listening: %v\n%s", err, p.Log())
+		return fail("livedrops %s exited before listening: %v\n%s", role, err, p.Log())
 	case <-time.After(2 * time.Minute):
-		return fail("livedrops all not listening after 2m\n%s", p.Log())
+		return fail("livedrops %s not listening after 2m\n%s", role, p.Log())
 	}
 	deadline := time.Now().Add(time.Minute)
 	for {
@@ -174,7 +185,7 @@ func StartAll(bin, dataDir string, extra ...string) (*Process, error) {
 			}
 		}
 		if time.Now().After(deadline) {
-			return fail("%s/readyz not 200 after 1m (%v)\n%s", p.URL, err, p.Log())
+			return fail("%s/readyz (%s) not 200 after 1m (%v)\n%s", p.URL, role, err, p.Log())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -197,19 +208,19 @@ func (p *Process) Stop() error {
 func (p *Process) stop() error {
 	select {
 	case err := <-p.exit:
-		return fmt.Errorf("livedrops all had exited by itself (%v)\n%s", err, p.Log())
+		return fmt.Errorf("livedrops %s had exited by itself (%v)\n%s", p.role, err, p.Log())
 	default:
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-p.exit:
 		if err != nil {
-			return fmt.Errorf("livedrops all exited with %w after SIGTERM\n%s", err, p.Log())
+			return fmt.Errorf("livedrops %s exited with %w after SIGTERM\n%s", p.role, err, p.Log())
 		}
 		return nil
 	case <-time.After(time.Minute):
 		_ = p.cmd.Process.Kill()
 		<-p.exit
-		return fmt.Errorf("livedrops all still running 1m after SIGTERM; killed\n%s", p.Log())
+		return fmt.Errorf("livedrops %s still running 1m after SIGTERM; killed\n%s", p.role, p.Log())
 	}
 }
