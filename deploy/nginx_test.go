@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -164,46 +163,8 @@ func TestNginxFrontsTwoAPIsAndTwoHubs(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	call := func(method, path, token string, body any, want int, out any) {
-		t.Helper()
-		var rd io.Reader
-		if body != nil {
-			b, _ := json.Marshal(body)
-			rd = bytes.NewReader(b)
-		}
-		req, _ := http.NewRequestWithContext(ctx, method, base+path, rd)
-		req.Header.Set("Content-Type", "application/json")
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatalf("%s %s: %v", method, path, err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != want {
-			t.Fatalf("%s %s through nginx: %d, want %d: %s", method, path, resp.StatusCode, want, b)
-		}
-		if out != nil {
-			if err := json.Unmarshal(b, out); err != nil {
-				t.Fatalf("%s %s: %v", method, path, err)
-			}
-		}
-	}
-	type account struct {
-		UserID int64  `json:"user_id"`
-		Token  string `json:"token"`
-	}
-	var creator, fan account
-	call("POST", "/users", "", map[string]string{"name": "Creator", "email": "creator@nginx.test"}, 201, &creator)
-	call("POST", "/users", "", map[string]string{"name": "Fan", "email": "fan@nginx.test"}, 201, &fan)
-	call("POST", "/creators", creator.Token, map[string]string{"profile_name": "Shop"}, 201, nil)
-	call("POST", fmt.Sprintf("/users/%d/follow/%d", fan.UserID, creator.UserID), fan.Token, nil, 204, nil)
-	var product struct {
-		ProductID int64 `json:"product_id"`
-	}
-	call("POST", "/products", creator.Token, map[string]any{"title": "Hoodie", "price_cents": 4900}, 201, &product)
+	r := rest{t, ctx, base}
+	creator, fan, product := r.shop("nginx")
 
 	// A browser's WebSocket and a browser's SSE stream, both with ?access_token=.
 	ws, _, err := websocket.Dial(ctx, "ws://"+lb+"/ws?access_token="+fan.Token, nil)
@@ -251,13 +212,7 @@ func TestNginxFrontsTwoAPIsAndTwoHubs(t *testing.T) {
 	}
 	waitSSE(`"hello"`)
 
-	startAt := time.Now().Add(1500 * time.Millisecond).UTC()
-	var drop struct {
-		DropID int64 `json:"drop_id"`
-	}
-	call("POST", "/drops", creator.Token, map[string]any{"product_id": product.ProductID,
-		"start_time": startAt.Format(time.RFC3339Nano), "end_time": startAt.Add(time.Hour).Format(time.RFC3339Nano),
-		"stock_count": 10, "max_per_user": 2}, 201, &drop)
+	drop := r.drop(creator, product, 1500*time.Millisecond)
 	for {
 		_, frame, err := ws.Read(ctx)
 		if err != nil {
@@ -293,7 +248,7 @@ func TestNginxFrontsTwoAPIsAndTwoHubs(t *testing.T) {
 	}
 	before := apiRequests()
 	for range 20 {
-		call("GET", fmt.Sprintf("/drops/%d", drop.DropID), "", nil, 200, nil)
+		r.call("GET", fmt.Sprintf("/drops/%d", drop), "", nil, 200, nil)
 	}
 	after := apiRequests()
 	for _, name := range []string{"api-1", "api-2"} {
@@ -301,7 +256,7 @@ func TestNginxFrontsTwoAPIsAndTwoHubs(t *testing.T) {
 			t.Errorf("%s served none of 20 GET /drops/{id} through nginx (%v → %v)", name, before, after)
 		}
 	}
-	call("GET", "/metrics", "", nil, 404, nil)
+	r.call("GET", "/metrics", "", nil, 404, nil)
 
 	// The access log: the socket paths are there (nginx writes a line when a request ends), the
 	// token is not.

@@ -393,46 +393,8 @@ func traffic(t *testing.T, base string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	call := func(method, path, token string, body any, want int, out any) {
-		t.Helper()
-		var rd io.Reader
-		if body != nil {
-			b, _ := json.Marshal(body)
-			rd = bytes.NewReader(b)
-		}
-		req, _ := http.NewRequestWithContext(ctx, method, base+path, rd)
-		req.Header.Set("Content-Type", "application/json")
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatalf("%s %s: %v", method, path, err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != want {
-			t.Fatalf("%s %s: %d, want %d: %s", method, path, resp.StatusCode, want, b)
-		}
-		if out != nil {
-			if err := json.Unmarshal(b, out); err != nil {
-				t.Fatalf("%s %s: %v", method, path, err)
-			}
-		}
-	}
-	type account struct {
-		UserID int64  `json:"user_id"`
-		Token  string `json:"token"`
-	}
-	var creator, fan account
-	call("POST", "/users", "", map[string]string{"name": "Creator", "email": "creator@scrape.test"}, 201, &creator)
-	call("POST", "/users", "", map[string]string{"name": "Fan", "email": "fan@scrape.test"}, 201, &fan)
-	call("POST", "/creators", creator.Token, map[string]string{"profile_name": "Shop"}, 201, nil)
-	call("POST", fmt.Sprintf("/users/%d/follow/%d", fan.UserID, creator.UserID), fan.Token, nil, 204, nil)
-	var product struct {
-		ProductID int64 `json:"product_id"`
-	}
-	call("POST", "/products", creator.Token, map[string]any{"title": "Hoodie", "price_cents": 4900}, 201, &product)
+	r := rest{t, ctx, base}
+	creator, fan, product := r.shop("scrape")
 
 	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/ws",
 		&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + fan.Token}}})
@@ -443,13 +405,7 @@ func traffic(t *testing.T, base string) {
 	if _, _, err := conn.Read(ctx); err != nil { // hello
 		t.Fatalf("hello: %v", err)
 	}
-	start := time.Now().Add(1500 * time.Millisecond).UTC()
-	var drop struct {
-		DropID int64 `json:"drop_id"`
-	}
-	call("POST", "/drops", creator.Token, map[string]any{"product_id": product.ProductID,
-		"start_time": start.Format(time.RFC3339Nano), "end_time": start.Add(time.Hour).Format(time.RFC3339Nano),
-		"stock_count": 10, "max_per_user": 2}, 201, &drop)
+	drop := r.drop(creator, product, 1500*time.Millisecond)
 	for {
 		_, data, err := conn.Read(ctx)
 		if err != nil {
@@ -460,13 +416,13 @@ func traffic(t *testing.T, base string) {
 		}
 	}
 	conn.Close(websocket.StatusNormalClosure, "")
-	call("POST", "/orders", fan.Token, map[string]any{"drop_id": drop.DropID, "quantity": 1, "idempotency_key": "scrape-1"}, 201, nil)
+	r.call("POST", "/orders", fan.Token, map[string]any{"drop_id": drop, "quantity": 1, "idempotency_key": "scrape-1"}, 201, nil)
 	for range 3 {
-		call("GET", fmt.Sprintf("/drops/%d", drop.DropID), "", nil, 200, nil)
-		call("GET", fmt.Sprintf("/products/%d", product.ProductID), "", nil, 200, nil)
-		call("GET", "/products?page=1", "", nil, 200, nil)
-		call("GET", fmt.Sprintf("/creators/%d", creator.UserID), "", nil, 200, nil)
-		call("GET", fmt.Sprintf("/creators/%d/followers", creator.UserID), "", nil, 200, nil)
-		call("GET", "/drops/live", "", nil, 200, nil)
+		r.call("GET", fmt.Sprintf("/drops/%d", drop), "", nil, 200, nil)
+		r.call("GET", fmt.Sprintf("/products/%d", product), "", nil, 200, nil)
+		r.call("GET", "/products?page=1", "", nil, 200, nil)
+		r.call("GET", fmt.Sprintf("/creators/%d", creator.UserID), "", nil, 200, nil)
+		r.call("GET", fmt.Sprintf("/creators/%d/followers", creator.UserID), "", nil, 200, nil)
+		r.call("GET", "/drops/live", "", nil, 200, nil)
 	}
 }
