@@ -150,7 +150,9 @@ func (q *PushQueue) ConsumeJobs(ctx context.Context, concurrency int, handle fun
 // consume runs handle on c's messages, up to n at once, each kept in progress while it runs; acked on
 // nil, redelivered after a second on error (at once, to another worker, on ctx's end).
 func (q *PushQueue) consume(ctx context.Context, c jetstream.Consumer, n int, handle func(context.Context, jetstream.Msg) error) error {
-	it, err := c.Messages(jetstream.PullMaxMessages(n), jetstream.PullExpiry(5*time.Second))
+	// A small prefetch: a message waiting in the buffer for a free slot is not kept in progress, and
+	// would be redelivered after AckWait while this worker still holds it.
+	it, err := c.Messages(jetstream.PullMaxMessages(min(n, 32)), jetstream.PullExpiry(5*time.Second))
 	if err != nil {
 		return fmt.Errorf("jetstream: consume: %w", err)
 	}

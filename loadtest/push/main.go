@@ -19,7 +19,7 @@
 // It prints
 //
 //	RESULT followers=... offline_devices=... pushes=... duplicates=... lost=... removed=... scan_s=...
-//	  all_sent_s=... cpu_us_per_push=... stack_cpu_us_per_push=... floor_s=... vs_floor=...
+//	  all_sent_s=... pushes_per_s=... cpu_us_per_push=... stack_cpu_us_per_push=... floor_s=... vs_floor=...
 //
 // scan_s is start_time → the presence check of the last follower page; all_sent_s start_time → the
 // last acceptance; cpu_us_per_push the CPU time of the livedrops process over that window per message
@@ -341,8 +341,12 @@ VALUES ($1, $2, $3, $4, 1000, 1000, 1, 'scheduled') RETURNING drop_id`, seed.Cel
 		fmt.Printf("floor: %d messages sent straight in %.2f s; the notifier took %.2f s from its first to its last acceptance\n",
 			len(offline), floorS, sendS)
 	}
-	fmt.Printf("RESULT followers=%d offline_devices=%d pushes=%d duplicates=%d lost=%d removed=%d scan_s=%.2f all_sent_s=%.2f cpu_us_per_push=%.0f stack_cpu_us_per_push=%.0f floor_s=%.2f vs_floor=%.2f\n",
-		o.followers, len(offline), pushes, fs.Duplicates+ws.Duplicates, max(lost, 0), removed, scanS, allS, cpuPer, stackPer, floorS, vsFloor)
+	rate := 0.0
+	if sendS > 0 {
+		rate = float64(pushes) / sendS
+	}
+	fmt.Printf("RESULT followers=%d offline_devices=%d pushes=%d duplicates=%d lost=%d removed=%d scan_s=%.2f all_sent_s=%.2f pushes_per_s=%.0f cpu_us_per_push=%.0f stack_cpu_us_per_push=%.0f floor_s=%.2f vs_floor=%.2f\n",
+		o.followers, len(offline), pushes, fs.Duplicates+ws.Duplicates, max(lost, 0), removed, scanS, allS, rate, cpuPer, stackPer, floorS, vsFloor)
 	return nil
 }
 
