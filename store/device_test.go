@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"net/url"
 	"testing"
 
 	"github.com/livedrops/livedrops/store"
@@ -44,4 +45,22 @@ func TestEndpointPolicy(t *testing.T) {
 			t.Errorf("the default policy refuses %s", e)
 		}
 	}
+}
+
+func FuzzEndpointPolicy(f *testing.F) {
+	f.Add("https://fcm.googleapis.com,http://127.0.0.1:*", "https://fcm.googleapis.com/fcm/send/x")
+	f.Add("https://*.push.apple.com", "https://web.push.apple.com/QO")
+	f.Add("https://[", "https://u@h/")
+	f.Fuzz(func(t *testing.T, policy, endpoint string) {
+		p, err := store.ParseEndpointPolicy(policy)
+		if err != nil {
+			return
+		}
+		if p.Allows(endpoint) {
+			u, err := url.Parse(endpoint)
+			if err != nil || u.User != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+				t.Fatalf("policy %q allows %q", policy, endpoint)
+			}
+		}
+	})
 }

@@ -296,19 +296,20 @@ func classify(status int, retryAfter string, raw []byte, now time.Time) push.Res
 		}
 	}
 	r.Err = fmt.Errorf("fcm: %d %s: %s", status, code, eb.Error.Message)
+	// A device is gone only on its error code with the status FCM gives it.
 	switch {
-	case code == "UNREGISTERED":
+	case code == "UNREGISTERED" && status == http.StatusNotFound:
 		r.Outcome, r.Reason = push.Gone, "unregistered"
-	case code == "SENDER_ID_MISMATCH":
+	case code == "SENDER_ID_MISMATCH" && status == http.StatusForbidden:
 		r.Outcome, r.Reason = push.Gone, "sender_id_mismatch"
-	case code == "INVALID_ARGUMENT" && tokenField:
+	case code == "INVALID_ARGUMENT" && tokenField && status == http.StatusBadRequest:
 		r.Outcome, r.Reason = push.Gone, "invalid_token"
-	case code == "INVALID_ARGUMENT" || status == http.StatusBadRequest:
-		r.Outcome, r.Reason = push.Rejected, "invalid_argument"
-	case code == "QUOTA_EXCEEDED" || code == "RESOURCE_EXHAUSTED" || status == http.StatusTooManyRequests:
+	case status == http.StatusTooManyRequests || status == http.StatusBadRequest && (code == "QUOTA_EXCEEDED" || code == "RESOURCE_EXHAUSTED"):
 		// "exponential backoff with a minimum initial delay of 1 minute"
 		r.Outcome, r.Reason = push.Retry, "quota_exceeded"
 		r.RetryAfter = max(r.RetryAfter, time.Minute)
+	case status >= 500:
+		r.Outcome, r.Reason = push.Retry, "unavailable"
 	case code == "THIRD_PARTY_AUTH_ERROR":
 		r.Outcome, r.Reason, r.Credentials = push.AuthFailed, "third_party_auth_error", true
 	case status == http.StatusUnauthorized || code == "UNAUTHENTICATED":
@@ -320,8 +321,8 @@ func classify(status int, retryAfter string, raw []byte, now time.Time) push.Res
 		r.Outcome, r.Reason, r.Credentials = push.AuthFailed, "project_not_found", true
 	case status == http.StatusRequestEntityTooLarge:
 		r.Outcome, r.Reason = push.Rejected, "payload_too_large"
-	case status >= 500 || code == "UNAVAILABLE" || code == "INTERNAL":
-		r.Outcome, r.Reason = push.Retry, "unavailable"
+	case status == http.StatusBadRequest:
+		r.Outcome, r.Reason = push.Rejected, "invalid_argument"
 	default:
 		r.Outcome, r.Reason = push.Rejected, "client_error"
 	}
