@@ -43,7 +43,7 @@ var knownReasons = map[push.Provider][]string{
 //	livedrops_push_dead_lettered_total{provider,reason}   counter: messages parked in the dead-letter stream
 //	livedrops_push_devices_removed_total{provider}        counter: devices deleted because the provider said gone
 //	livedrops_push_auth_failures_total{provider}          counter: our credentials refused (alert on any increase)
-//	livedrops_push_skipped_online_total                   counter: devices not pushed because their user was online
+//	livedrops_push_skipped_online_total                   counter: followers not pushed because they were online
 //	livedrops_push_deduplicated_total                     counter: devices already notified of the event (redelivery)
 //	livedrops_push_expired_total                          counter: messages dropped because the drop had ended
 //	livedrops_push_lag_seconds                            histogram: event ts → the provider's acceptance
@@ -71,7 +71,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "auth_failures_total",
 			Help: "Answers refusing our own credentials (OAuth token, service account, VAPID key): alert on any."}, []string{"provider"}),
 		skipped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "skipped_online_total",
-			Help: "Devices not pushed because their user had a socket open at send time."}),
+			Help: "Followers not pushed because they had a socket open (at the page's check, or just before the send)."}),
 		deduplicated: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "deduplicated_total",
 			Help: "Devices already notified of the event when a job ran again."}),
 		expired: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "expired_total",

@@ -9,11 +9,11 @@
 // default) becomes a split job on a work-queue stream. A split job cuts the creator's followers into
 // pages (keyset ranges of follower ids, ends picked by one index scan in PostgreSQL, at most
 // SplitPages pages per split job, then a continuation), and publishes one page job each: any number of
-// workers share one celebrity's pages. A page job reads the devices of its followers (users without a
-// device cost nothing), asks Redis in one batch which of their users are online at that moment (not
-// when the event was queued: a follower who connected meanwhile has the event on the socket), and
-// sends to the devices of the rest, at most Concurrency requests in flight per process, each provider
-// within its rate limit.
+// workers share one celebrity's pages. A page job reads its follower ids, asks Redis in one batch which
+// of them are online at that moment (not when the event was queued: a follower who connected meanwhile
+// has the event on the socket), reads the devices of the rest, and queues them; senders (Concurrency
+// per process) check each batch's presence once more just before sending, each provider within its
+// rate limit.
 //
 // # Exactly once per (event, device)
 //
@@ -75,7 +75,8 @@ type Queue interface {
 // Store reads followers and devices (store/postgres.Devices).
 type Store interface {
 	PageEnds(ctx context.Context, creatorID, after int64, pageSize, maxPages int) (ends []int64, more bool, err error)
-	FollowerDevices(ctx context.Context, creatorID, after, last int64) ([]push.Device, error)
+	FollowerIDs(ctx context.Context, creatorID, after, last int64) ([]int64, error)
+	UsersDevices(ctx context.Context, userIDs []int64) ([]push.Device, error)
 	RemoveDevice(ctx context.Context, id int64, token string) (bool, error)
 	PushDrop(ctx context.Context, dropID int64) (push.Drop, error)
 }
@@ -416,41 +417,38 @@ func (n *Notifier) split(ctx context.Context, j *job) error {
 	return n.publish(ctx, jobs)
 }
 
-// page sends to the offline followers of (j.After, j.Last].
+// page sends to the offline followers of (j.After, j.Last]: their ids from the follows index, one
+// presence check for all of them in Redis, and the devices of those offline only (at a drop's start
+// most followers are on the page, and a presence check costs less than a device lookup).
 func (n *Notifier) page(ctx context.Context, j *job) error {
-	devices, err := n.d.Store.FollowerDevices(ctx, j.CreatorID, j.After, j.Last)
+	followers, err := n.d.Store.FollowerIDs(ctx, j.CreatorID, j.After, j.Last)
 	if err != nil {
 		return err
 	}
 	n.m.pages.Inc()
-	if len(devices) == 0 {
+	if len(followers) == 0 {
 		return nil
 	}
-	users := make([]int64, 0, len(devices))
-	for _, d := range devices {
-		users = append(users, d.UserID)
-	}
-	slices.Sort(users)
-	users = slices.Compact(users)
 	start := time.Now()
-	online, err := n.d.Presence.Online(ctx, users)
+	online, err := n.d.Presence.Online(ctx, followers)
 	n.m.presence.Observe(time.Since(start).Seconds())
 	if err != nil {
 		return err
 	}
-	isOnline := make(map[int64]bool, len(users))
-	for i, u := range users {
+	away := followers[:0:0]
+	for i, u := range followers {
 		if online[i] {
-			isOnline[u] = true
-		}
-	}
-	offline := devices[:0:0]
-	for _, d := range devices {
-		if isOnline[d.UserID] {
 			n.m.skipped.Inc()
 			continue
 		}
-		offline = append(offline, d)
+		away = append(away, u)
+	}
+	if len(away) == 0 {
+		return nil
+	}
+	offline, err := n.d.Store.UsersDevices(ctx, away)
+	if err != nil {
+		return err
 	}
 	if len(offline) == 0 {
 		return nil

@@ -157,16 +157,28 @@ SELECT follower_id, total FROM s WHERE rn % $4 = 0 OR rn = total ORDER BY follow
 	return ends, total == int64(limit), nil
 }
 
-// FollowerDevices returns the devices of the followers of creatorID whose ids are in (after, last],
-// one keyset page of the follows primary key joined with devices: users without a device cost no
-// presence check and no send.
-func (s *Devices) FollowerDevices(ctx context.Context, creatorID, after, last int64) ([]push.Device, error) {
-	rows, err := s.pool.Query(ctx, `SELECT d.device_id, d.user_id, d.platform, d.token,
-    coalesce(d.subscription->>'p256dh', ''), coalesce(d.subscription->>'auth', '')
-FROM follows f JOIN devices d ON d.user_id = f.follower_id
-WHERE f.creator_id = $1 AND f.follower_id > $2 AND f.follower_id <= $3`, creatorID, after, last)
+// FollowerIDs returns the ids of the followers of creatorID in (after, last]: one range of the follows
+// primary key.
+func (s *Devices) FollowerIDs(ctx context.Context, creatorID, after, last int64) ([]int64, error) {
+	rows, err := s.pool.Query(ctx, `SELECT follower_id FROM follows
+WHERE creator_id = $1 AND follower_id > $2 AND follower_id <= $3`, creatorID, after, last)
 	if err != nil {
-		return nil, fmt.Errorf("devices of followers of %d in (%d, %d]: %w", creatorID, after, last, err)
+		return nil, fmt.Errorf("followers of %d in (%d, %d]: %w", creatorID, after, last, err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("followers of %d in (%d, %d]: %w", creatorID, after, last, err)
+	}
+	return ids, nil
+}
+
+// UsersDevices returns the devices of userIDs.
+func (s *Devices) UsersDevices(ctx context.Context, userIDs []int64) ([]push.Device, error) {
+	rows, err := s.pool.Query(ctx, `SELECT device_id, user_id, platform, token,
+    coalesce(subscription->>'p256dh', ''), coalesce(subscription->>'auth', '')
+FROM devices WHERE user_id = ANY($1)`, userIDs)
+	if err != nil {
+		return nil, fmt.Errorf("devices of %d users: %w", len(userIDs), err)
 	}
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (push.Device, error) {
 		var d push.Device
@@ -176,7 +188,7 @@ WHERE f.creator_id = $1 AND f.follower_id > $2 AND f.follower_id <= $3`, creator
 		return d, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("devices of followers of %d in (%d, %d]: %w", creatorID, after, last, err)
+		return nil, fmt.Errorf("devices of %d users: %w", len(userIDs), err)
 	}
 	return out, nil
 }
