@@ -11,6 +11,8 @@ READS_ARGS ?=
 ORDERS_ARGS ?=
 # Extra flags for the load generator of `make bench-events`, e.g. EVENTS_ARGS="-duration 10s -syncs always".
 EVENTS_ARGS ?=
+# Flags of `make test-faults`, e.g. FAULTS_ARGS="-faults.phases redis -faults.dir /tmp/faults".
+FAULTS_ARGS ?=
 # Flags of the harness of `make bench-fanout`, e.g. FANOUT_ARGS="-hubs 6 -sockets 100000" (BENCHMARKS.md).
 FANOUT_ARGS ?=
 
@@ -18,7 +20,7 @@ FANOUT_ARGS ?=
 GOFILES = $(shell find . \( -path ./.git -o -path ./bin -o -path ./data -o -name node_modules \) -prune \
 	-o -name '*.go' -type f -print)
 
-.PHONY: run test lint build fmt clean-data bench-reads bench-orders bench-events bench-fanout
+.PHONY: run test lint build fmt clean-data bench-reads bench-orders bench-events bench-fanout test-faults
 
 ## run: every role in one process on :8080, with PostgreSQL, Redis and NATS started in ./data.
 # Installs redis-server and the PostgreSQL server binaries first when they are missing. The binary
@@ -33,6 +35,14 @@ test:
 	@.ci/deps.sh redis-server postgresql docker-compose
 	@$(MAKE) --no-print-directory lint
 	$(GO) test -race -count=1 ./...
+
+## test-faults: the whole multi-process fault test (loadtest/faults, RELIABILITY.md): 3,000 sockets over
+# two hubs, orders on hot drops, every fault one at a time, then again on a Redis Cluster. `make test`
+# runs its short version. FAULTS_ARGS="-faults.phases nats -faults.dir /tmp/faults" runs some phases and
+# keeps every process's log.
+test-faults:
+	@.ci/deps.sh redis-server postgresql
+	$(GO) test -count=1 -timeout 30m -v -run TestFaults ./loadtest/faults -faults.full $(FAULTS_ARGS)
 
 ## lint: gofmt (must print nothing), a tidy and verified module, go vet, staticcheck (pinned in go.mod),
 # docker-compose config.
