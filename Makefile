@@ -20,7 +20,7 @@ FANOUT_ARGS ?=
 GOFILES = $(shell find . \( -path ./.git -o -path ./bin -o -path ./data -o -name node_modules \) -prune \
 	-o -name '*.go' -type f -print)
 
-.PHONY: run test lint build fmt clean-data bench-reads bench-orders bench-events bench-fanout test-faults
+.PHONY: run test lint build fmt clean-data bench-reads bench-orders bench-events bench-fanout test-faults fuzz
 
 ## run: every role in one process on :8080, with PostgreSQL, Redis and NATS started in ./data.
 # Installs redis-server and the PostgreSQL server binaries first when they are missing. The binary
@@ -43,6 +43,13 @@ test:
 test-faults:
 	@.ci/deps.sh redis-server postgresql
 	$(GO) test -count=1 -timeout 30m -v -run TestFaults ./loadtest/faults -faults.full $(FAULTS_ARGS)
+
+## fuzz: every fuzz target of the module for FUZZTIME each (default 10s), one after the other (.ci/fuzz.sh);
+# a crash fails it and its input stays under the package's testdata/fuzz/ as a regression test.
+FUZZTIME ?= 10s
+fuzz:
+	@.ci/deps.sh redis-server postgresql
+	FUZZTIME=$(FUZZTIME) .ci/fuzz.sh
 
 ## lint: gofmt (must print nothing), a tidy and verified module, go vet, staticcheck (pinned in go.mod),
 # docker-compose config.
