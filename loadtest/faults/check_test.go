@@ -120,11 +120,6 @@ func (d *delivery) example(format string, args ...any) {
 	d.problems = append(d.problems, fmt.Sprintf(format, args...))
 }
 
-func (d delivery) ok() bool {
-	return d.missing == 0 && d.duplicates == 0 && d.unexpected == 0 && d.parked == 0 && d.unpublished == 0 &&
-		d.notRecovered == 0 && d.outOfOrder == 0
-}
-
 func (d delivery) String() string {
 	return fmt.Sprintf("expected %d deliveries, delivered %d: missing %d, twice %d, unexpected %d; parked %d, unpublished %d; "+
 		"resumes %d (not recovered %d); lifecycle out of order %d", d.expected, d.delivered, d.missing, d.duplicates,

@@ -180,6 +180,12 @@ func (r *run) hotDrops(n, stock int) []int64 {
 func (r *run) phase(name string, fault func(*run, *phase), bound time.Duration) {
 	t := r.t
 	ph := &phase{name: name, start: time.Now()}
+	failed := false
+	fail := func(format string, args ...any) {
+		t.Helper()
+		failed = true
+		t.Errorf(format, args...)
+	}
 	r.hotDrops(2, r.p.stock)
 	time.Sleep(1200 * time.Millisecond) // the drops start
 	r.l.start(r.p.buyers)
@@ -230,22 +236,28 @@ func (r *run) phase(name string, fault func(*run, *phase), bound time.Duration) 
 		}
 	}
 	if len(fresh) > 0 || d.parked > 0 || d.unpublished > 0 {
-		t.Errorf("%s: deliveries (all since the sockets connected): %s; new in this phase: %d, e.g. %v", name, d,
+		fail("%s: deliveries (all since the sockets connected): %s; new in this phase: %d, e.g. %v", name, d,
 			len(fresh), fresh[:min(len(fresh), 8)])
 	}
-	confirmed, refused := r.l.checkOrders(ctx)
+	confirmed, refused, problems := r.l.checkOrders(ctx)
+	for i, p := range problems {
+		if !r.seen[p] && i < 20 {
+			fail("%s: orders: %s", name, p)
+		}
+		r.seen[p] = true
+	}
 	for label, n := range answers {
 		if strings.HasPrefix(label, "5") && !strings.HasPrefix(label, "503 ") || strings.Contains(label, "not-problem-json") {
-			t.Errorf("%s: %d answers %q (a 5xx other than 503, or not problem+json)", name, n, label)
+			fail("%s: %d answers %q (a 5xx other than 503, or not problem+json)", name, n, label)
 		}
 	}
 	if len(slow) > 0 {
-		t.Errorf("%s: %d answers past the request timeout (%s), e.g. %v", name, len(slow), r.s.reqLimit, slow[:min(3, len(slow))])
+		fail("%s: %d answers past the request timeout (%s), e.g. %v", name, len(slow), r.s.reqLimit, slow[:min(3, len(slow))])
 	}
 	if ph.noDisconnects {
 		for _, dr := range logs.drops {
 			if dr.at >= ph.faultAt.UnixMilli() && dr.at <= ph.recoveredAt.UnixMilli() {
-				t.Errorf("%s: socket of user %d lost its connection during the fault: %s", name, dr.user, dr.reason)
+				fail("%s: socket of user %d lost its connection during the fault: %s", name, dr.user, dr.reason)
 				break
 			}
 		}
@@ -258,7 +270,7 @@ func (r *run) phase(name string, fault func(*run, *phase), bound time.Duration) 
 	}
 	after := latencies(logs, ph.recoveredAt.Add(time.Second).UnixMilli(), ph.end.UnixMilli(), ph.skipLatency...)
 	if bound > 0 && len(after) > 0 && pct(after, 0.99) > float64(bound.Milliseconds()) {
-		t.Errorf("%s: delivery p99 %.0f ms after the recovery, want at most %s", name, pct(after, 0.99), bound)
+		fail("%s: delivery p99 %.0f ms after the recovery, want at most %s", name, pct(after, 0.99), bound)
 	}
 	all := latencies(logs, ph.start.UnixMilli(), ph.end.UnixMilli(), ph.skipLatency...)
 	keys := make([]string, 0, len(answers))
@@ -272,7 +284,7 @@ func (r *run) phase(name string, fault func(*run, *phase), bound time.Duration) 
 	}
 	line := fmt.Sprintf("PHASE %s ok=%v took_s=%.1f answers=%s orders_confirmed_total=%d refused_total=%d deliveries_total=%d "+
 		"missing=%d twice=%d resumes_total=%d disconnects=%d latency_ms_p50=%.0f p99=%.0f max=%.0f after_recovery_p99=%.0f max=%.0f %s",
-		name, d.ok() && !t.Failed(), ph.end.Sub(ph.start).Seconds(), strings.Join(ans, ","), confirmed, refused, d.delivered,
+		name, !failed, ph.end.Sub(ph.start).Seconds(), strings.Join(ans, ","), confirmed, refused, d.delivered,
 		d.missing, d.duplicates, d.resumes, disconnects, pct(all, 0.5), pct(all, 0.99), pct(all, 1), pct(after, 0.99), pct(after, 1),
 		strings.Join(ph.notes, "; "))
 	t.Log(line)
