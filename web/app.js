@@ -61,6 +61,8 @@ function keep(d) {
   const merged = { ...old, ...d }
   drops.set(d.drop_id, merged)
   changed(d.drop_id)
+  // The feed sorts drops by status (live, coming up, finished): a change of status moves the card.
+  if (old && old.status !== merged.status && !routing && location.hash.replace(/^#/, '') in { '': 1, '/': 1 }) route()
   return merged
 }
 
@@ -236,7 +238,21 @@ function dropCard(d) {
 
 const views = /** @type {Record<string, (arg?: string) => Promise<Node[]>>} */ ({ feed, drop, creators, creator, studio })
 
-async function route() {
+/** @type {Promise<void>|null} */
+let routing = null
+let again = false
+
+/** Renders the view of the URL; renders one at a time, and a newer call wins over one in progress. */
+function route() {
+  if (routing) { again = true; return routing }
+  routing = (async () => {
+    do { again = false; await render() } while (again)
+    routing = null
+  })()
+  return routing
+}
+
+async function render() {
   const hash = location.hash.replace(/^#\/?/, '')
   const [name, arg] = hash.split('/')
   const view = name === 'drops' ? 'drop' : name === 'creators' && arg ? 'creator' : name || 'feed'
@@ -257,6 +273,11 @@ async function route() {
     try { nodes = await render(arg) } catch (e) {
       nodes = [h('p', { class: 'card', role: 'alert', text: 'Could not load this page: ' + /** @type {Error} */ (e).message })]
     }
+  }
+  if (again) { // the URL changed meanwhile: drop this render, the next one follows
+    for (const u of unwatches) u()
+    unwatches = oldUnwatch
+    return
   }
   for (const u of oldUnwatch) u() // after the new watches: a drop on both pages is not unwatched meanwhile
   oldBinds.clear()
