@@ -18,7 +18,7 @@ FANOUT_ARGS ?=
 GOFILES = $(shell find . \( -path ./.git -o -path ./bin -o -path ./data -o -name node_modules \) -prune \
 	-o -name '*.go' -type f -print)
 
-.PHONY: run test lint build fmt clean-data bench-reads bench-orders bench-events bench-fanout
+.PHONY: run test lint build fmt clean-data bench-reads bench-orders bench-events bench-fanout test-browser
 
 ## run: every role in one process on :8080, with PostgreSQL, Redis and NATS started in ./data.
 # Installs redis-server and the PostgreSQL server binaries first when they are missing. The binary
@@ -30,9 +30,16 @@ run:
 
 ## test: install missing system packages, lint, then every test with the race detector.
 test:
-	@.ci/deps.sh redis-server postgresql docker-compose
+	@.ci/deps.sh redis-server postgresql docker-compose chromium
 	@$(MAKE) --no-print-directory lint
 	$(GO) test -race -count=1 ./...
+
+## test-browser: the browser side alone (web/): headless Chromium end-to-end tests against a real
+# `livedrops all`, the SDK's Node tests and tsc --checkJs (npm ci when web/node_modules is missing),
+# the size budget. Screenshots land in web/test-artifacts/. `make test` runs them too.
+test-browser:
+	@.ci/deps.sh redis-server postgresql chromium
+	$(GO) test -race -count=1 ./web/...
 
 ## lint: gofmt (must print nothing), a tidy and verified module, go vet, staticcheck (pinned in go.mod),
 # docker-compose config.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the system packages LiveDrops needs and the machine lacks, with Debian's apt-get.
-# Usage: .ci/deps.sh PACKAGE...   (redis-server, postgresql, docker-compose)
+# Usage: .ci/deps.sh PACKAGE...   (redis-server, postgresql, docker-compose, chromium)
 # Idempotent and silent when everything is there; runs `apt-get update` once, only when something is
 # missing. As root it calls apt-get directly, otherwise through sudo; without sudo it prints the exact
 # command to run and fails.
@@ -20,8 +20,9 @@ present() {
 	redis-server) command -v redis-server >/dev/null 2>&1 ;;
 	postgresql) have_initdb ;; # the server binaries: initdb and postgres
 	docker-compose) command -v docker-compose >/dev/null 2>&1 ;;
+	chromium) [[ -x /usr/bin/chromium ]] ;; # Debian's, for the browser tests (web/)
 	*)
-		echo "deps.sh: unknown package $1 (know: redis-server, postgresql, docker-compose)" >&2
+		echo "deps.sh: unknown package $1 (know: redis-server, postgresql, docker-compose, chromium)" >&2
 		exit 2
 		;;
 	esac

@@ -39,7 +39,7 @@ Object.assign(window, { livedrops: sdk })
  * @returns {Promise<{status:number, body:any, headers:Headers}>}
  */
 async function api(method, path, body, headers = {}) {
-  const h = { Accept: 'application/json', ...headers }
+  const h = /** @type {Record<string, string>} */ ({ Accept: 'application/json', ...headers })
   if (body !== undefined) h['Content-Type'] = 'application/json'
   if (me) h.Authorization = 'Bearer ' + me.token
   const res = await fetch(path, { method, headers: h, body: body === undefined ? undefined : JSON.stringify(body) })
@@ -116,11 +116,9 @@ sdk.on('event', (e) => {
       keep(e.data)
       if (e.type === 'drop.scheduled' && location.hash.replace(/^#/, '') in { '': 1, '/': 1 }) route()
       break
-    case 'stock.changed': case 'stock.low': {
-      const d = drops.get(e.drop_id)
-      if (d) keep({ drop_id: e.drop_id, stock_count: e.data.stock_count })
+    case 'stock.changed': case 'stock.low':
+      if (e.drop_id && drops.has(e.drop_id)) keep({ drop_id: e.drop_id, stock_count: e.data.stock_count })
       break
-    }
     case 'drop.soldout': keep({ drop_id: e.drop_id, status: 'sold_out', stock_count: 0 }); break
     case 'drop.ended': keep({ drop_id: e.drop_id, status: 'ended', stock_count: e.data.stock_count }); break
     case 'order.confirmed': case 'order.failed': orderEvent(e); break

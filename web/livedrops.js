@@ -419,6 +419,7 @@ export class LiveDrops {
   /** Every frame (and SSE comment) proves the connection alive; silence past idleTimeout is a dead one. */
   alive() {
     clearTimeout(this.idle)
+    if (!this.want) return
     const gen = this.gen
     this.idle = setTimeout(() => {
       if (gen !== this.gen) return
