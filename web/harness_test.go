@@ -392,6 +392,7 @@ func pageLog(ctx context.Context) string {
 // screenshot writes the viewport as test-artifacts/<name>.png.
 func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
+	time.Sleep(600 * time.Millisecond) // the stock bar's transition settles
 	c, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	b, err := chromedp.Run(c, chromedp.CaptureScreenshot())

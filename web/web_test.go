@@ -179,3 +179,31 @@ func TestSDKSizeBudget(t *testing.T) {
 		t.Errorf("livedrops.js is %d bytes gzipped, over the budget of %d", len(b), budget)
 	}
 }
+
+// FuzzServe feeds the request inputs the handler reads (path, Accept-Encoding, If-None-Match, Range):
+// it never panics and answers only with the statuses a static file server may.
+func FuzzServe(f *testing.F) {
+	f.Add("/", "gzip, deflate", "", "")
+	f.Add("/sdk/livedrops.js", "gzip;q=0", `"abc"`, "bytes=0-10")
+	f.Add("/assets/x", "*", "*", "bytes=-5")
+	site, err := web.New()
+	if err != nil {
+		f.Fatal(err)
+	}
+	r := chi.NewRouter()
+	site.Routes(r)
+	f.Fuzz(func(t *testing.T, path, enc, inm, rng string) {
+		req := httptest.NewRequest(http.MethodGet, "/", nil)
+		req.URL.Path = "/" + strings.TrimPrefix(path, "/")
+		req.Header.Set("Accept-Encoding", enc)
+		req.Header.Set("If-None-Match", inm)
+		req.Header.Set("Range", rng)
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		switch w.Code {
+		case 200, 206, 304, 404, 405, 416:
+		default:
+			t.Fatalf("%q: status %d", path, w.Code)
+		}
+	})
+}

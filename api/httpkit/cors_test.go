@@ -3,6 +3,8 @@ package httpkit_test
 import (
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/go-chi/chi/v5"
@@ -114,4 +116,22 @@ func splitComma(s string) []string {
 		}
 	}
 	return out
+}
+
+// FuzzOriginAllowed: any Origin header and pattern is answered without a panic, the page's own host is
+// always allowed, and no pattern list allows an origin without a host.
+func FuzzOriginAllowed(f *testing.F) {
+	f.Add("https://a.shop.test", "api.test", "*.shop.test")
+	f.Add("http://[::1]:80", "[::1]:80", "[")
+	f.Add("null", "x", "*")
+	f.Fuzz(func(t *testing.T, origin, host, pattern string) {
+		got := httpkit.OriginAllowed(origin, host, []string{pattern})
+		if u, err := url.Parse(origin); err != nil || u.Host == "" {
+			if got {
+				t.Fatalf("origin %q without a host allowed", origin)
+			}
+		} else if strings.EqualFold(u.Host, host) && !got {
+			t.Fatalf("the same host %q refused", host)
+		}
+	})
 }
