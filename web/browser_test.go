@@ -345,3 +345,20 @@ try {
   r.done = true
 } catch (e) { r.error = String((e && e.stack) || e) }
 </script>`
+
+// TestServiceWorkerRegisters: /sw.js installs and activates under the page's CSP, at the scope of the
+// whole page, and the page finds no Web Push offer on this server (Notify me hidden).
+func TestServiceWorkerRegisters(t *testing.T) {
+	s := liveStack(t)
+	ctx := tab(t)
+	open(t, s, ctx, "#/creators", `h1`)
+	state := eval[string](t, ctx, `(async () => {
+		const reg = await navigator.serviceWorker.register('/sw.js')
+		await navigator.serviceWorker.ready
+		const w = reg.active || reg.waiting || reg.installing
+		return reg.scope + ' ' + (w ? w.state : 'none')
+	})()`)
+	if want := s.base + "/ activated"; state != want && state != s.base+"/ activating" {
+		t.Errorf("service worker: %q, want %q", state, want)
+	}
+}

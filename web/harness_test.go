@@ -39,6 +39,9 @@ var stack *server
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	if browserOnce.stop != nil {
+		browserOnce.stop()
+	}
 	if stack != nil {
 		stack.stop(syscall.SIGTERM)
 		_ = os.RemoveAll(stack.dataDir)
@@ -293,7 +296,8 @@ func (s *server) drop(t *testing.T, id int64) dropJSON {
 
 var browserOnce struct {
 	sync.Mutex
-	ctx context.Context
+	ctx  context.Context
+	stop func() // ends Chromium and removes its profile
 }
 
 // browser returns the shared Chromium (started once, headless, a fresh profile).
@@ -318,8 +322,13 @@ func browser(t *testing.T) context.Context {
 		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
 		chromedp.Flag("disable-dev-shm-usage", true), chromedp.WindowSize(1280, 800),
 	}
-	allocCtx, _ := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, _ := chromedp.NewContext(allocCtx)
+	allocCtx, stopAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, stopBrowser := chromedp.NewContext(allocCtx)
+	browserOnce.stop = func() {
+		stopBrowser()
+		stopAlloc()
+		_ = os.RemoveAll(profile)
+	}
 	if err := chromedp.Do(ctx); err != nil { // starts the browser
 		t.Fatalf("start Chromium: %v", err)
 	}
