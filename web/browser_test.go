@@ -223,6 +223,11 @@ func TestReconnectResumeAndRewatch(t *testing.T) {
 	// the same data dir and port; the page reconnects, watches the drop again, and sees new stock.
 	s.stop(syscall.SIGTERM)
 	until(t, ctx, "the drain close", `window.livedropsLog.some(e => e.kind === 'state' && e.code === 4000 && /retry_after_ms=/.test(e.reason))`, 20*time.Second)
+	hint := eval[[]float64](t, ctx, `(() => { const e = window.livedropsLog.find(e => e.kind === 'state' && e.code === 4000);
+		return [Number(/retry_after_ms=(\d+)/.exec(e.reason)[1]), e.retryIn] })()`)
+	if hint[0] != hint[1] {
+		t.Errorf("drain hint retry_after_ms=%v, but the SDK retries in %v ms", hint[0], hint[1])
+	}
 	if err := s.start(); err != nil {
 		t.Fatal(err)
 	}

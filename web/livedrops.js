@@ -313,12 +313,22 @@ export class LiveDrops {
     }, this.o.connectTimeout)
     ws.onopen = () => { opened = true; clearTimeout(this.timer) }
     ws.onmessage = (m) => { if (gen === this.gen) this.frame(String(m.data)) }
-    ws.onclose = (c) => {
-      if (gen !== this.gen) return
+    /** @param {number} code @param {string} reason */
+    const end = (code, reason) => {
+      if (gen !== this.gen || this.ws !== ws) return // handled already (error, then close)
       this.ws = null
+      clearTimeout(this.timer)
       if (!opened && !this.hadHello) this.failedWS(gen, token)
-      else this.closed(c.code, c.reason)
+      else this.closed(code, reason)
     }
+    // An error before the socket opened is a failure to open; some runtimes send no close after it.
+    ws.onerror = () => {
+      if (opened) return
+      ws.onerror = ws.onclose = null
+      end(1006, 'websocket failed')
+      try { ws.close() } catch { /* not open */ }
+    }
+    ws.onclose = (c) => end(c.code, c.reason)
   }
 
   /** A WebSocket could not be opened: try SSE once, and remember it for the tab when it works. */

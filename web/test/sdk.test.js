@@ -188,3 +188,67 @@ test('a token refused twice in a row is final: disconnected with 4401, no loop',
   await sleep(1500)
   assert.equal(asked, 2)
 })
+
+test('offline for long: suspended, still retrying with bounded backoff', async () => {
+  const states = []
+  const sdk = new LiveDrops({ url: 'http://127.0.0.1:9', getToken: () => 't', env: null, storage: null,
+    minDelay: 20, maxDelay: 60, suspendAfter: 300 })
+  sdk.on('state', (s) => states.push(s))
+  const suspended = next(sdk, 'state', (s) => s.state === 'suspended', 10000)
+  sdk.connect()
+  await suspended
+  sdk.disconnect()
+  const retries = states.filter((s) => s.retryIn !== undefined)
+  assert.ok(retries.length >= 3, `${retries.length} retries`)
+  for (const s of retries) assert.ok(s.retryIn >= 20 && s.retryIn <= 60, `retry in ${s.retryIn}`)
+  assert.equal(states.at(-1).state, 'disconnected')
+})
+
+test('pagehide closes and pageshow reconnects; a hidden page does not reconnect until visible', async () => {
+  needServer()
+  const fan = await user('hidden')
+  const env = new EventTarget()
+  const doc = Object.assign(new EventTarget(), { visibilityState: 'visible' })
+  globalThis.document = /** @type {any} */ (doc)
+  try {
+    const sdk = new LiveDrops({ url: base, getToken: () => fan.token, env, storage: null })
+    let connects = 0
+    sdk.on('connected', () => connects++)
+    const first = next(sdk, 'connected')
+    sdk.connect()
+    await first
+
+    env.dispatchEvent(new Event('pagehide'))
+    assert.equal(sdk.state, 'connecting')
+    assert.equal(sdk.ws, null, 'the socket is closed on pagehide (back/forward cache)')
+    await sleep(1200)
+    assert.equal(connects, 1, 'no reconnect while the page is hidden')
+    const back = next(sdk, 'connected')
+    env.dispatchEvent(new Event('pageshow'))
+    await back
+
+    doc.visibilityState = 'hidden'
+    doc.dispatchEvent(new Event('visibilitychange'))
+    assert.equal(sdk.state, 'connected', 'a hidden tab keeps its socket')
+    sdk.ws.close() // the socket drops while hidden
+    await sleep(1500)
+    assert.equal(connects, 2, 'no reconnect loop while hidden')
+    const visible = next(sdk, 'connected')
+    doc.visibilityState = 'visible'
+    doc.dispatchEvent(new Event('visibilitychange'))
+    await visible
+    assert.equal(connects, 3)
+
+    const gone = next(sdk, 'state', (s) => s.state === 'connecting')
+    env.dispatchEvent(new Event('offline'))
+    await gone
+    await sleep(1000)
+    assert.equal(connects, 3, 'no reconnect while offline')
+    const online = next(sdk, 'connected')
+    env.dispatchEvent(new Event('online'))
+    await online
+    sdk.disconnect()
+  } finally {
+    delete globalThis.document
+  }
+})
