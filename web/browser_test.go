@@ -367,3 +367,42 @@ func TestServiceWorkerRegisters(t *testing.T) {
 		t.Errorf("service worker: %q, want %q", state, want)
 	}
 }
+
+// TestDropStates: a drop not live yet, one that sells out while the page shows it, and one that ends
+// while the page shows it, each with its badge and a buy button that says why it is off.
+func TestDropStates(t *testing.T) {
+	s := liveStack(t)
+	maker := s.newUser(t, "Ida")
+	later := s.newDrop(t, maker, time.Hour, 5, 5)
+	selling := s.newDrop(t, maker, time.Second, 3, 3)
+	buyer := s.newUser(t, "Eve")
+	ctx := tab(t)
+	signUp(t, s, ctx, "Uma")
+
+	open(t, s, ctx, fmt.Sprintf("#/drops/%d", later.DropID), `#buy`)
+	until(t, ctx, "not live yet", `document.querySelector('#buy').disabled && document.querySelector('#buy').textContent === 'Not live yet' &&
+		document.querySelector('.badge').dataset.status === 'scheduled'`, 10*time.Second)
+
+	waitLive(t, s, selling.DropID)
+	open(t, s, ctx, fmt.Sprintf("#/drops/%d", selling.DropID), `#buy:not([disabled])`)
+	until(t, ctx, "connected", `document.querySelector('#conn').dataset.state === 'connected'`, 20*time.Second)
+	s.call(t, "POST", "/orders", buyer.Token, map[string]any{"drop_id": selling.DropID, "quantity": 3, "idempotency_key": "all"}, 201, nil)
+	until(t, ctx, "sold out, live", `document.querySelector('#buy').disabled && document.querySelector('#buy').textContent === 'Sold out' &&
+		document.querySelector('.badge').dataset.status === 'sold_out' && document.querySelector('.stock').textContent === 'All gone'`, 20*time.Second)
+
+	// A drop that lasts two seconds ends while the page shows it.
+	var p struct {
+		ProductID int64 `json:"product_id"`
+	}
+	s.call(t, "POST", "/products", maker.Token, map[string]any{"title": "Flash", "price_cents": 100}, 201, &p)
+	start := time.Now().Add(1500 * time.Millisecond)
+	var short dropJSON
+	s.call(t, "POST", "/drops", maker.Token, map[string]any{"product_id": p.ProductID, "start_time": start.UTC().Format(time.RFC3339Nano),
+		"end_time": start.Add(2 * time.Second).UTC().Format(time.RFC3339Nano), "stock_count": 5, "max_per_user": 1}, 201, &short)
+	open(t, s, ctx, fmt.Sprintf("#/drops/%d", short.DropID), `#buy`)
+	until(t, ctx, "live, then ended", `document.querySelector('.badge').dataset.status === 'ended' &&
+		document.querySelector('#buy').disabled && document.querySelector('#buy').textContent === 'Drop ended'`, 30*time.Second)
+	if !eval[bool](t, ctx, fmt.Sprintf(`window.livedropsLog.some(e => e.type === 'drop.ended' && e.drop_id === %d)`, short.DropID)) {
+		t.Errorf("the ended state did not come from drop.ended")
+	}
+}
