@@ -406,3 +406,12 @@ func TestDropStates(t *testing.T) {
 		t.Errorf("the ended state did not come from drop.ended")
 	}
 }
+
+// TestReadmeExampleRuns serves the complete example of web/README.md from another origin: it signs up,
+// connects and shows the connection state, as the README says.
+func TestReadmeExampleRuns(t *testing.T) {
+	s := liveStack(t)
+	ctx := tab(t)
+	run(t, ctx, "open the README example", 30*time.Second, chromedp.Navigate(s.origin.URL+"/readme.html"))
+	until(t, ctx, "the example connected", `/^connected/.test(document.querySelector('#state').textContent)`, 30*time.Second)
+}

@@ -442,6 +442,17 @@ func (s *server) serveOrigin(w http.ResponseWriter, r *http.Request) {
 	case "/":
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_, _ = io.WriteString(w, strings.ReplaceAll(shopPage, "BASE", s.base))
+	case "/readme.html":
+		// The complete example of web/README.md, pointed at this server.
+		b, err := os.ReadFile("README.md")
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		_, rest, _ := strings.Cut(string(b), "```html\n")
+		example, _, _ := strings.Cut(rest, "```")
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = io.WriteString(w, strings.ReplaceAll(example, "http://localhost:8080", s.base))
 	default:
 		http.NotFound(w, r)
 	}
