@@ -451,12 +451,14 @@ async function creators() {
     names.set(c.creator_id, c.profile_name)
     return h('article', { class: 'card', 'data-creator': c.creator_id },
       h('h3', {}, h('a', { href: `#/creators/${c.creator_id}`, text: c.profile_name })),
-      h('p', { class: 'small muted', text: `${c.follower_count} follower${c.follower_count === 1 ? '' : 's'}` }),
+      h('p', { class: 'small muted followers', 'data-count': c.follower_count, text: followers(c.follower_count) }),
       followButton(c.creator_id, c.profile_name))
   })
   return [h('h1', { text: 'Creators' }),
     items.length ? h('div', { class: 'grid' }, ...items) : h('p', { class: 'card empty', text: 'No creator yet. Become the first in the Studio.' })]
 }
+
+const followers = (/** @type {number} */ n) => `${n} follower${n === 1 ? '' : 's'}`
 
 /** @param {number} id @param {string} name */
 function followButton(id, name) {
@@ -476,6 +478,12 @@ function followButton(id, name) {
     try {
       await api(on ? 'DELETE' : 'POST', `/users/${me.id}/follow/${id}`)
       if (on) following.delete(id); else following.add(id)
+      const count = /** @type {HTMLElement|null} */ (b.closest('[data-creator], main')?.querySelector('.followers') ?? null)
+      if (count) {
+        const n = Math.max(0, Number(count.dataset.count) + (on ? -1 : 1))
+        count.dataset.count = String(n)
+        count.textContent = followers(n)
+      }
       toast(on ? `You unfollowed ${name}.` : `You follow ${name}: their drops reach you live.`)
     } catch (e) { toast(/** @type {Error} */ (e).message) }
     b.disabled = false
@@ -491,7 +499,7 @@ async function creator(/** @type {string|undefined} */ arg) {
   await loadFollowing().catch(() => {})
   const list = (await api('GET', `/creators/${id}/drops?limit=50`)).body.items.map(keep)
   return [h('div', { class: 'row spread' }, h('h1', { text: c.profile_name }), followButton(id, c.profile_name)),
-    h('p', { class: 'muted', text: `${c.follower_count} follower${c.follower_count === 1 ? '' : 's'}` }),
+    h('p', { class: 'muted followers', 'data-count': c.follower_count, text: followers(c.follower_count) }),
     list.length ? h('div', { class: 'grid' }, ...list.map(dropCard)) : h('p', { class: 'card empty', text: 'No drop yet.' })]
 }
 

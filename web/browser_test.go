@@ -102,6 +102,7 @@ func TestLiveDropInTwoBrowsers(t *testing.T) {
 	run(t, fanTab, "follow Cora", 20*time.Second,
 		chromedp.Click(chromedp.CSS(fmt.Sprintf(`[data-creator="%d"] button.follow`, cora.ID))),
 		chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`[data-creator="%d"] button.follow[aria-pressed="true"]`, cora.ID))))
+	screenshot(t, fanTab, "creators-desktop")
 	card := fmt.Sprintf(`[data-section="soon"] [data-drop="%d"]`, dropID)
 	open(t, s, fanTab, "#/", card)
 	until(t, fanTab, "a countdown", fmt.Sprintf(`document.querySelector(%s).querySelector('.count') !== null`, js(card)), 10*time.Second)
@@ -181,6 +182,9 @@ func TestLiveDropInTwoBrowsers(t *testing.T) {
 	screenshot(t, fanTab, "feed-phone")
 	open(t, s, fanTab, dropPage, `#buy`)
 	screenshot(t, fanTab, "drop-phone")
+	run(t, creatorTab, "phone size", 20*time.Second, chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile))
+	open(t, s, creatorTab, "#/studio", `#new-drop`)
+	screenshot(t, creatorTab, "studio-phone")
 }
 
 // TestReconnectResumeAndRewatch: the page misses events while offline and shows them after it comes
@@ -377,6 +381,8 @@ func TestDropStates(t *testing.T) {
 	selling := s.newDrop(t, maker, time.Second, 3, 3)
 	buyer := s.newUser(t, "Eve")
 	ctx := tab(t)
+	open(t, s, ctx, "#/", `input[name="email"]`)
+	screenshot(t, ctx, "signup-desktop")
 	signUp(t, s, ctx, "Uma")
 
 	open(t, s, ctx, fmt.Sprintf("#/drops/%d", later.DropID), `#buy`)
