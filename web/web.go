@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+
+	"github.com/livedrops/livedrops/api/httpkit"
 )
 
 //go:embed index.html app.js app.css livedrops.js sw.js icon.svg
@@ -127,9 +129,10 @@ func (s *Site) Paths() []string {
 	return out
 }
 
-// Routes mounts GET and HEAD of every asset on r.
+// Routes mounts GET and HEAD of every asset on r, under patterns that do not change with the content
+// hashes (the route label of the request metrics stays the same from one release to the next).
 func (s *Site) Routes(r chi.Router) {
-	for p := range s.assets {
+	for _, p := range []string{"/", "/sw.js", "/assets/{file}", "/sdk/{file}"} {
 		r.Get(p, s.serve)
 		r.Head(p, s.serve)
 	}
@@ -138,7 +141,7 @@ func (s *Site) Routes(r chi.Router) {
 func (s *Site) serve(w http.ResponseWriter, r *http.Request) {
 	a := s.assets[r.URL.Path]
 	if a == nil {
-		http.NotFound(w, r)
+		httpkit.NotFound(w, r)
 		return
 	}
 	h := w.Header()
