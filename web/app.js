@@ -603,6 +603,12 @@ function start() {
   route()
 }
 
+// A notification clicked while this tab is not controlled by the service worker: it asks us to open the drop.
+navigator.serviceWorker?.addEventListener('message', (e) => {
+  const url = e.data && e.data.type === 'open' && new URL(e.data.url, location.href)
+  if (url && url.origin === location.origin) location.href = url.href
+})
+
 setInterval(() => { for (const t of ticks) t() }, 250)
 window.addEventListener('hashchange', () => { route(); $('#main').focus({ preventScroll: true }) })
 start()
