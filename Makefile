@@ -21,7 +21,7 @@ GOFILES = $(shell find . \( -path ./.git -o -path ./bin -o -path ./data -o -name
 	-o -name '*.go' -type f -print)
 
 .PHONY: run test lint lint-k6 lint-openapi build fmt clean-data bench-reads bench-orders bench-events bench-fanout
-.PHONY: test-faults fuzz
+.PHONY: test-faults fuzz test-browser
 
 ## run: every role in one process on :8080, with PostgreSQL, Redis and NATS started in ./data.
 # Installs redis-server and the PostgreSQL server binaries first when they are missing. The binary
@@ -34,7 +34,7 @@ run:
 ## test: install missing system packages, lint, then every test with the race detector (prometheus and
 # nginx for the tests of deploy/).
 test:
-	@.ci/deps.sh redis-server postgresql docker-compose prometheus nginx
+	@.ci/deps.sh redis-server postgresql docker-compose prometheus nginx chromium
 	@$(MAKE) --no-print-directory lint
 	$(GO) test -race -count=1 ./...
 
@@ -52,6 +52,13 @@ FUZZTIME ?= 10s
 fuzz:
 	@.ci/deps.sh redis-server postgresql
 	FUZZTIME=$(FUZZTIME) .ci/fuzz.sh
+
+## test-browser: the browser side alone (web/): headless Chromium end-to-end tests against a real
+# `livedrops all`, the SDK's Node tests and tsc --checkJs (npm ci when web/node_modules is missing),
+# the size budget. Screenshots land in web/test-artifacts/. `make test` runs them too.
+test-browser:
+	@.ci/deps.sh redis-server postgresql chromium
+	$(GO) test -race -count=1 ./web/...
 
 ## lint: gofmt (must print nothing), a tidy and verified module, go vet, staticcheck (pinned in go.mod),
 # docker-compose config.
