@@ -53,6 +53,12 @@ type WebPush struct {
 
 	mu   sync.Mutex
 	jwts map[string]time.Time // verified VAPID JWTs -> exp (verifying each costs an ECDSA verify)
+	subs sync.Map             // subscription id -> *subKeys, derived once
+}
+
+type subKeys struct {
+	priv *ecdh.PrivateKey
+	auth []byte
 }
 
 // StartWebPush starts a Web Push stand-in on 127.0.0.1; Close stops it.
@@ -112,8 +118,20 @@ func (s *WebPush) Subscription(id string) (Subscription, error) {
 		Auth:   base64.RawURLEncoding.EncodeToString(auth)}, nil
 }
 
-// keys derives the user agent's private key and auth secret of subscription id.
+// keys derives the user agent's private key and auth secret of subscription id (once per id).
 func (s *WebPush) keys(id string) (*ecdh.PrivateKey, []byte, error) {
+	if k, ok := s.subs.Load(id); ok {
+		sk := k.(*subKeys)
+		return sk.priv, sk.auth, nil
+	}
+	priv, auth, err := s.derive(id)
+	if err == nil {
+		s.subs.Store(id, &subKeys{priv, auth})
+	}
+	return priv, auth, err
+}
+
+func (s *WebPush) derive(id string) (*ecdh.PrivateKey, []byte, error) {
 	for i := 0; i < 8; i++ {
 		h := hmac.New(sha256.New, s.cfg.Seed)
 		fmt.Fprintf(h, "p256:%s:%d", id, i)
