@@ -604,3 +604,64 @@ func TestWorkersShareTheCreator(t *testing.T) {
 		t.Fatalf("stats %+v, want %d accepted, no duplicate", st, len(fs))
 	}
 }
+
+// A follower who opens the app after the drop started, while the pushes are still being sent, is not
+// pushed: presence is checked when the message is about to go, not when the event came.
+func TestFollowerWhoComesOnlineMeanwhileIsSkipped(t *testing.T) {
+	var first sync.Once
+	firstSeen := make(chan struct{})
+	release := make(chan struct{})
+	faults := func(string, int) pushtest.Fault {
+		first.Do(func() { close(firstSeen) })
+		<-release // the first message is held until the others' users are online
+		return pushtest.Fault{}
+	}
+	s := newStack(t, options{fcmFaults: faults, cfg: notifier.Config{Concurrency: 1, PageSize: 1, SplitPages: 10}})
+	var fs []follower
+	for range 5 {
+		fs = append(fs, s.follower(false, push.FCM))
+	}
+	s.run("w1")
+	s.start("ev-o")
+	select {
+	case <-firstSeen:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no push was sent")
+	}
+	// One message is in flight; the other followers open the app now.
+	var later []int64
+	var sending follower
+	for _, f := range fs {
+		if s.count(f, "ev-o") == 0 {
+			later = append(later, f.user)
+		}
+	}
+	if err := s.presence.Add(context.Background(), later); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	checkFor(t, 30*time.Second, func() error {
+		n := 0
+		for _, f := range fs {
+			if c := s.count(f, "ev-o"); c > 0 {
+				n += c
+				sending = f
+			}
+		}
+		if n != 1 {
+			return fmt.Errorf("%d pushes accepted, want the one in flight", n)
+		}
+		return nil
+	})
+	s.idle()
+	total := 0
+	for _, f := range fs {
+		total += s.count(f, "ev-o")
+	}
+	if total != 1 {
+		t.Fatalf("%d pushes (one to user %d), want only the one in flight when the others came online", total, sending.user)
+	}
+	if got := s.metric("livedrops_push_skipped_online_total"); got != float64(len(fs)-1) {
+		t.Errorf("skipped_online_total %v, want %d", got, len(fs)-1)
+	}
+}
