@@ -112,13 +112,13 @@ func (a *App) senders() (map[push.Provider]push.Sender, error) {
 	}
 	if p.VAPIDPrivateKey != "" {
 		s, err := webpush.New(webpush.Config{VAPIDPublicKey: p.VAPIDPublicKey, VAPIDPrivateKey: p.VAPIDPrivateKey,
-			Subject: p.VAPIDSubject, Allow: p.Endpoints.Allows,
+			Subject: p.VAPIDSubject, Allow: p.Endpoints.Allows, Encoder: p.WebPushEncoder,
 			Client: &http.Client{Transport: webpush.NewTransport(p.Concurrency), Timeout: 15 * time.Second}})
 		if err != nil {
 			return nil, err
 		}
 		out[push.WebPush] = s
-		a.logger.Info("push: webpush on", "vapid_public_key", p.VAPIDPublicKey)
+		a.logger.Info("push: webpush on", "vapid_public_key", p.VAPIDPublicKey, "encoder", p.WebPushEncoder)
 	}
 	return out, nil
 }

@@ -71,6 +71,7 @@ type options struct {
 	floor        bool
 	keepData     bool
 	serverArgs   string
+	encoder      string
 }
 
 func main() {
@@ -85,6 +86,7 @@ func main() {
 	flag.BoolVar(&o.floor, "floor", true, "also measure the floor (the same sends straight from here)")
 	flag.BoolVar(&o.keepData, "keep-data", false, "keep the temporary dir (logs, data)")
 	flag.StringVar(&o.serverArgs, "server-args", "", "extra flags of livedrops all, space-separated")
+	flag.StringVar(&o.encoder, "webpush-encoder", webpush.EncoderLibrary, "LIVEDROPS_WEBPUSH_ENCODER of the server, and the floor's: webpush-go or stdlib")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -247,7 +249,7 @@ func run(ctx context.Context, o options) (err error) {
 		"DATABASE_URL=" + dbURL, "REDIS_URL=" + rs.URL(0),
 		"LIVEDROPS_FCM_CREDENTIALS_FILE=" + keyFile, "LIVEDROPS_FCM_BASE_URL=" + b.fcm.BaseURL(),
 		"LIVEDROPS_VAPID_PUBLIC_KEY=" + vapidPub, "LIVEDROPS_VAPID_PRIVATE_KEY=" + vapidPriv,
-		"LIVEDROPS_WEBPUSH_ENDPOINTS=http://127.0.0.1:*", "LIVEDROPS_NATS_SYNC=always",
+		"LIVEDROPS_WEBPUSH_ENDPOINTS=http://127.0.0.1:*", "LIVEDROPS_NATS_SYNC=always", "LIVEDROPS_WEBPUSH_ENCODER=" + o.encoder,
 	}, strings.Fields(o.serverArgs))
 	if err != nil {
 		return err
@@ -333,7 +335,7 @@ VALUES ($1, $2, $3, $4, 1000, 1000, 1, 'scheduled') RETURNING drop_id`, seed.Cel
 	// 6. The floor.
 	floorS, vsFloor := 0.0, 0.0
 	if o.floor {
-		fl, err := b.floor(ctx, offline, vapidPub, vapidPriv)
+		fl, err := b.floor(ctx, offline, vapidPub, vapidPriv, o.encoder)
 		if err != nil {
 			return err
 		}
@@ -348,6 +350,7 @@ VALUES ($1, $2, $3, $4, 1000, 1000, 1, 'scheduled') RETURNING drop_id`, seed.Cel
 	if sendS > 0 {
 		rate = float64(pushes) / sendS
 	}
+	fmt.Printf("web push encoder: %s\n", o.encoder)
 	fmt.Printf("RESULT followers=%d offline_devices=%d pushes=%d duplicates=%d lost=%d removed=%d scan_s=%.2f all_sent_s=%.2f pushes_per_s=%.0f cpu_us_per_push=%.0f stack_cpu_us_per_push=%.0f floor_s=%.2f vs_floor=%.2f\n",
 		o.followers, len(offline), pushes, fs.Duplicates+ws.Duplicates, max(lost, 0), removed, scanS, allS, rate, cpuPer, stackPer, floorS, vsFloor)
 	return nil
@@ -461,13 +464,14 @@ func (b *bench) makeDevices(first int64, o options) (all, offline []push.Device,
 }
 
 // floor sends one message to each of devices straight from here, 256 in flight, and times it.
-func (b *bench) floor(ctx context.Context, devices []push.Device, vapidPub, vapidPriv string) (time.Duration, error) {
+func (b *bench) floor(ctx context.Context, devices []push.Device, vapidPub, vapidPriv, encoder string) (time.Duration, error) {
 	f, err := fcm.New(fcm.Config{CredentialsJSON: b.fcm.CredentialsJSON(), BaseURL: b.fcm.BaseURL()})
 	if err != nil {
 		return 0, err
 	}
 	w, err := webpush.New(webpush.Config{VAPIDPublicKey: vapidPub, VAPIDPrivateKey: vapidPriv, Subject: "mailto:bench@livedrops.example",
-		Allow: func(string) bool { return true }, Client: &http.Client{Transport: webpush.NewTransport(256), Timeout: 15 * time.Second}})
+		Allow: func(string) bool { return true }, Client: &http.Client{Transport: webpush.NewTransport(256), Timeout: 15 * time.Second},
+		Encoder: encoder})
 	if err != nil {
 		return 0, err
 	}

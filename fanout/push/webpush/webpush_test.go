@@ -19,7 +19,16 @@ type env struct {
 	now    time.Time
 }
 
-func newEnv(t *testing.T, faults pushtest.Faults) *env {
+var encoders = []string{webpush.EncoderLibrary, webpush.EncoderStdlib}
+
+// both runs f with each encoder: the push service must see the same messages from both.
+func both(t *testing.T, f func(t *testing.T, encoder string)) {
+	for _, enc := range encoders {
+		t.Run(enc, func(t *testing.T) { f(t, enc) })
+	}
+}
+
+func newEnv(t *testing.T, faults pushtest.Faults, encoder string) *env {
 	t.Helper()
 	priv, pub, err := webpush.GenerateKeys()
 	if err != nil {
@@ -32,7 +41,8 @@ func newEnv(t *testing.T, faults pushtest.Faults) *env {
 	t.Cleanup(func() { _ = srv.Close() })
 	e := &env{srv: srv, now: time.Now()}
 	e.sender, err = webpush.New(webpush.Config{VAPIDPublicKey: pub, VAPIDPrivateKey: priv, Subject: "mailto:ops@livedrops.example",
-		Allow: func(ep string) bool { return strings.HasPrefix(ep, srv.Origin()+"/") }, Now: func() time.Time { return e.now }})
+		Allow: func(ep string) bool { return strings.HasPrefix(ep, srv.Origin()+"/") }, Now: func() time.Time { return e.now },
+		Encoder: encoder})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,37 +65,39 @@ func notification(now time.Time) *push.Notification {
 }
 
 func TestSendIsEncryptedForTheSubscription(t *testing.T) {
-	e := newEnv(t, nil)
-	n := notification(e.now)
-	r := e.sender.Send(context.Background(), n, e.device(t, "sub-1"))
-	if r.Outcome != push.Sent || r.Err != nil {
-		t.Fatalf("got %+v, want sent", r)
-	}
-	got := e.srv.Deliveries()
-	if len(got) != 1 {
-		t.Fatalf("deliveries %d, want 1", len(got))
-	}
-	d := got[0]
-	want, _ := n.Payload()
-	if string(d.Payload) != string(want) {
-		t.Errorf("decrypted %s, want %s", d.Payload, want)
-	}
-	var p map[string]any
-	if err := json.Unmarshal(d.Payload, &p); err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range map[string]any{"type": "drop.started", "event_id": "ev-1", "drop_id": 42.0, "creator_id": 7.0,
-		"title": "Cleo is live: Hoodie", "body": "Hoodie, $49.00", "url": "/#/drops/42", "tag": "drop-42"} {
-		if p[k] != v {
-			t.Errorf("payload %s = %v, want %v", k, p[k], v)
+	both(t, func(t *testing.T, encoder string) {
+		e := newEnv(t, nil, encoder)
+		n := notification(e.now)
+		r := e.sender.Send(context.Background(), n, e.device(t, "sub-1"))
+		if r.Outcome != push.Sent || r.Err != nil {
+			t.Fatalf("got %+v, want sent", r)
 		}
-	}
-	if d.TTL != 90*time.Minute {
-		t.Errorf("TTL %s, want the 90 min left of the drop (never 0, the library's default)", d.TTL)
-	}
-	if d.Topic != "drop-42" || d.Device != "sub-1" || d.EventID != "ev-1" {
-		t.Errorf("delivery %+v", d)
-	}
+		got := e.srv.Deliveries()
+		if len(got) != 1 {
+			t.Fatalf("deliveries %d, want 1", len(got))
+		}
+		d := got[0]
+		want, _ := n.Payload()
+		if string(d.Payload) != string(want) {
+			t.Errorf("decrypted %s, want %s", d.Payload, want)
+		}
+		var p map[string]any
+		if err := json.Unmarshal(d.Payload, &p); err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range map[string]any{"type": "drop.started", "event_id": "ev-1", "drop_id": 42.0, "creator_id": 7.0,
+			"title": "Cleo is live: Hoodie", "body": "Hoodie, $49.00", "url": "/#/drops/42", "tag": "drop-42"} {
+			if p[k] != v {
+				t.Errorf("payload %s = %v, want %v", k, p[k], v)
+			}
+		}
+		if d.TTL != 90*time.Minute {
+			t.Errorf("TTL %s, want the 90 min left of the drop (never 0, the library's default)", d.TTL)
+		}
+		if d.Topic != "drop-42" || d.Device != "sub-1" || d.EventID != "ev-1" {
+			t.Errorf("delivery %+v", d)
+		}
+	})
 }
 
 func TestAnswersMeanWhatTheySay(t *testing.T) {
@@ -98,7 +110,11 @@ func TestAnswersMeanWhatTheySay(t *testing.T) {
 		"toolarge": {Status: http.StatusRequestEntityTooLarge},
 		"bad":      {Status: http.StatusBadRequest},
 	}
-	e := newEnv(t, func(device string, _ int) pushtest.Fault { return faults[device] })
+	both(t, func(t *testing.T, encoder string) { answers(t, faults, encoder) })
+}
+
+func answers(t *testing.T, faults map[string]pushtest.Fault, encoder string) {
+	e := newEnv(t, func(device string, _ int) pushtest.Fault { return faults[device] }, encoder)
 	cases := []struct {
 		device  string
 		outcome push.Outcome
@@ -124,55 +140,61 @@ func TestAnswersMeanWhatTheySay(t *testing.T) {
 }
 
 func TestRefusedWithoutSending(t *testing.T) {
-	e := newEnv(t, nil)
-	dev := e.device(t, "x")
+	both(t, func(t *testing.T, encoder string) {
+		e := newEnv(t, nil, encoder)
+		dev := e.device(t, "x")
 
-	stale := notification(e.now)
-	stale.Expires = e.now.Add(-time.Second)
-	if r := e.sender.Send(context.Background(), stale, dev); r.Outcome != push.Rejected || r.Reason != "expired" {
-		t.Errorf("stale notification: %+v, want rejected as expired", r)
-	}
-	big := notification(e.now)
-	big.Body = strings.Repeat("x", push.MaxPayload)
-	if r := e.sender.Send(context.Background(), big, dev); r.Outcome != push.Rejected || r.Reason != "payload_too_large" {
-		t.Errorf("big payload: %+v", r)
-	}
-	elsewhere := dev
-	elsewhere.Token = "https://169.254.169.254/latest/meta-data"
-	if r := e.sender.Send(context.Background(), notification(e.now), elsewhere); r.Outcome != push.Rejected || r.Reason != "endpoint_not_allowed" {
-		t.Errorf("endpoint outside the policy: %+v", r)
-	}
-	badKey := dev
-	badKey.P256dh = "AAAA"
-	if r := e.sender.Send(context.Background(), notification(e.now), badKey); r.Outcome != push.Rejected || r.Reason != "bad_subscription" {
-		t.Errorf("bad key: %+v", r)
-	}
-	if n := e.srv.Stats().Requests; n != 0 {
-		t.Errorf("the push service got %d requests, want none", n)
-	}
+		stale := notification(e.now)
+		stale.Expires = e.now.Add(-time.Second)
+		if r := e.sender.Send(context.Background(), stale, dev); r.Outcome != push.Rejected || r.Reason != "expired" {
+			t.Errorf("stale notification: %+v, want rejected as expired", r)
+		}
+		big := notification(e.now)
+		big.Body = strings.Repeat("x", push.MaxPayload)
+		if r := e.sender.Send(context.Background(), big, dev); r.Outcome != push.Rejected || r.Reason != "payload_too_large" {
+			t.Errorf("big payload: %+v", r)
+		}
+		elsewhere := dev
+		elsewhere.Token = "https://169.254.169.254/latest/meta-data"
+		if r := e.sender.Send(context.Background(), notification(e.now), elsewhere); r.Outcome != push.Rejected || r.Reason != "endpoint_not_allowed" {
+			t.Errorf("endpoint outside the policy: %+v", r)
+		}
+		badKey := dev
+		badKey.P256dh = "AAAA"
+		if r := e.sender.Send(context.Background(), notification(e.now), badKey); r.Outcome != push.Rejected || r.Reason != "bad_subscription" {
+			t.Errorf("bad key: %+v", r)
+		}
+		if n := e.srv.Stats().Requests; n != 0 {
+			t.Errorf("the push service got %d requests, want none", n)
+		}
+	})
 }
 
 func TestAnotherVAPIDKeyIsRefused(t *testing.T) {
-	e := newEnv(t, nil)
-	priv, pub, _ := webpush.GenerateKeys()
-	other, err := webpush.New(webpush.Config{VAPIDPublicKey: pub, VAPIDPrivateKey: priv, Subject: "ops@livedrops.example",
-		Allow: func(string) bool { return true }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := other.Send(context.Background(), notification(time.Now()), e.device(t, "s"))
-	if r.Outcome != push.Rejected || r.Reason != "vapid_rejected" || !r.Credentials || r.Status != http.StatusForbidden {
-		t.Fatalf("got %+v, want refused credentials", r)
-	}
+	both(t, func(t *testing.T, encoder string) {
+		e := newEnv(t, nil, encoder)
+		priv, pub, _ := webpush.GenerateKeys()
+		other, err := webpush.New(webpush.Config{VAPIDPublicKey: pub, VAPIDPrivateKey: priv, Subject: "ops@livedrops.example",
+			Allow: func(string) bool { return true }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := other.Send(context.Background(), notification(time.Now()), e.device(t, "s"))
+		if r.Outcome != push.Rejected || r.Reason != "vapid_rejected" || !r.Credentials || r.Status != http.StatusForbidden {
+			t.Fatalf("got %+v, want refused credentials", r)
+		}
+	})
 }
 
 func TestNetworkErrorIsRetried(t *testing.T) {
-	e := newEnv(t, nil)
-	dev := e.device(t, "s")
-	_ = e.srv.Close()
-	if r := e.sender.Send(context.Background(), notification(e.now), dev); r.Outcome != push.Retry || r.Reason != "network" {
-		t.Fatalf("got %+v, want retry for the network", r)
-	}
+	both(t, func(t *testing.T, encoder string) {
+		e := newEnv(t, nil, encoder)
+		dev := e.device(t, "s")
+		_ = e.srv.Close()
+		if r := e.sender.Send(context.Background(), notification(e.now), dev); r.Outcome != push.Retry || r.Reason != "network" {
+			t.Fatalf("got %+v, want retry for the network", r)
+		}
+	})
 }
 
 func TestConfigIsChecked(t *testing.T) {
@@ -195,6 +217,12 @@ func TestConfigIsChecked(t *testing.T) {
 }
 
 func BenchmarkSend(b *testing.B) {
+	for _, enc := range encoders {
+		b.Run(enc, func(b *testing.B) { benchSend(b, enc) })
+	}
+}
+
+func benchSend(b *testing.B, encoder string) {
 	priv, pub, _ := webpush.GenerateKeys()
 	srv, err := pushtest.StartWebPush(pushtest.WebPushConfig{VAPIDPublicKey: pub, Seed: []byte("b")})
 	if err != nil {
@@ -202,7 +230,7 @@ func BenchmarkSend(b *testing.B) {
 	}
 	defer srv.Close()
 	s, _ := webpush.New(webpush.Config{VAPIDPublicKey: pub, VAPIDPrivateKey: priv, Subject: "mailto:ops@livedrops.example",
-		Allow: func(string) bool { return true }})
+		Allow: func(string) bool { return true }, Encoder: encoder})
 	sub, _ := srv.Subscription("1")
 	dev := push.Device{ID: 1, Provider: push.WebPush, Token: sub.Endpoint, P256dh: sub.P256dh, Auth: sub.Auth}
 	n := notification(time.Now())
@@ -212,4 +240,23 @@ func BenchmarkSend(b *testing.B) {
 			b.Fatal(r)
 		}
 	}
+}
+
+// A payload at the largest size RFC 8291 allows fits the 4,096 bytes a push service must accept.
+func TestLargestPayloadFits(t *testing.T) {
+	both(t, func(t *testing.T, encoder string) {
+		e := newEnv(t, nil, encoder)
+		n := notification(e.now)
+		base, _ := n.Payload()
+		n.Body += strings.Repeat("x", push.MaxPayload-len(base))
+		if p, _ := n.Payload(); len(p) != push.MaxPayload {
+			t.Fatalf("payload %d bytes, want %d", len(p), push.MaxPayload)
+		}
+		if r := e.sender.Send(context.Background(), n, e.device(t, "big")); r.Outcome != push.Sent {
+			t.Fatalf("largest payload: %+v", r)
+		}
+		if got := e.srv.Deliveries(); len(got) != 1 || len(got[0].Payload) != push.MaxPayload {
+			t.Fatalf("deliveries %d", len(got))
+		}
+	})
 }
