@@ -25,7 +25,8 @@ func TestPushConfigDefaultsAndChecks(t *testing.T) {
 	p := cfg.Push
 	if len(p.Types) != 1 || p.Types[0] != "drop.started" || p.FCMRate != 9000 || p.FCMBaseURL != "https://fcm.googleapis.com" ||
 		p.Concurrency != 256 || p.PageSize != 1000 || p.MaxAttempts != 5 || p.AckWait != 30*time.Second ||
-		p.Lease != 2*time.Minute || !p.Endpoints.Allows("https://fcm.googleapis.com/fcm/send/x") || p.VAPIDSubject == "" {
+		p.Lease != 2*time.Minute || !p.Endpoints.Allows("https://fcm.googleapis.com/fcm/send/x") || p.VAPIDSubject == "" ||
+		p.WebPushEncoder != "stdlib" {
 		t.Errorf("defaults: %+v", p)
 	}
 	key := filepath.Join(t.TempDir(), "sa.json")
@@ -43,6 +44,7 @@ func TestPushConfigDefaultsAndChecks(t *testing.T) {
 		"endpoint pattern":         {map[string]string{"LIVEDROPS_WEBPUSH_ENDPOINTS": "push.example.com"}, "LIVEDROPS_WEBPUSH_ENDPOINTS"},
 		"rate":                     {map[string]string{"LIVEDROPS_FCM_RATE": "-1"}, "LIVEDROPS_FCM_RATE"},
 		"ack wait":                 {map[string]string{"LIVEDROPS_PUSH_ACK_WAIT": "10ms"}, "at least 1s"},
+		"encoder":                  {map[string]string{"LIVEDROPS_WEBPUSH_ENCODER": "openssl"}, "LIVEDROPS_WEBPUSH_ENCODER"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := parseConfig("all", nil, env(c.env), io.Discard); err == nil || !strings.Contains(err.Error(), c.want) {

@@ -123,7 +123,7 @@ func pushSettings() []setting {
 			}},
 		{"webpush-rate", "LIVEDROPS_WEBPUSH_RATE", "5000", "Web Push messages per second over all workers; 0: no limit",
 			intSetting(func(c *Config) *int { return &c.Push.WebPushRate }, 0, 1_000_000)},
-		{"webpush-encoder", "LIVEDROPS_WEBPUSH_ENCODER", webpush.EncoderLibrary, "how Web Push messages are built: webpush-go (the library) or stdlib (the same RFC 8291 message on crypto/ecdh, one VAPID signature per push service an hour: about half the CPU)",
+		{"webpush-encoder", "LIVEDROPS_WEBPUSH_ENCODER", webpush.EncoderStdlib, "how Web Push messages are built: stdlib (RFC 8291 on crypto/ecdh, one VAPID signature per push service an hour) or webpush-go (the library, one signature per message: about 40% more CPU per push)",
 			func(c *Config, v string) error {
 				if v != webpush.EncoderLibrary && v != webpush.EncoderStdlib {
 					return fmt.Errorf("want %s or %s", webpush.EncoderLibrary, webpush.EncoderStdlib)

@@ -86,7 +86,7 @@ func main() {
 	flag.BoolVar(&o.floor, "floor", true, "also measure the floor (the same sends straight from here)")
 	flag.BoolVar(&o.keepData, "keep-data", false, "keep the temporary dir (logs, data)")
 	flag.StringVar(&o.serverArgs, "server-args", "", "extra flags of livedrops all, space-separated")
-	flag.StringVar(&o.encoder, "webpush-encoder", webpush.EncoderLibrary, "LIVEDROPS_WEBPUSH_ENCODER of the server, and the floor's: webpush-go or stdlib")
+	flag.StringVar(&o.encoder, "webpush-encoder", webpush.EncoderStdlib, "LIVEDROPS_WEBPUSH_ENCODER of the server, and the floor's: stdlib or webpush-go")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
