@@ -92,7 +92,7 @@ func (h *Hub) deliver(subject string, data []byte) {
 					// The user hears the change once the creator's subject is in force at the server:
 					// from then on the creator's events reach them.
 					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-					if err := h.d.Bus.Flush(ctx); err != nil {
+					if err := h.flushes.flush(ctx); err != nil {
 						h.log.Warn("hub: flush subscriptions", "err", err)
 					}
 					cancel()

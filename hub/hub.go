@@ -40,10 +40,11 @@ type Verifier interface {
 	Verify(token string) (userID int64, err error)
 }
 
-// Follows lists whom a user follows, in pages ordered by creator id: the ids greater than after, at most
-// limit of them.
+// Follows lists whom users follow: for each of userIDs, every creator id the user follows (a user who
+// follows nobody may be missing from the map). The hub asks for the users whose sockets arrive together
+// at once (store/redis.FollowLists caches the lists, store/postgres.Hub reads them in one query).
 type Follows interface {
-	FollowedCreators(ctx context.Context, userID, after int64, limit int) ([]int64, error)
+	FollowLists(ctx context.Context, userIDs []int64) (map[int64][]int64, error)
 }
 
 // Drops names the creator of a drop; an unknown drop is an error wrapping store.ErrNotFound.
@@ -123,12 +124,20 @@ type Config struct {
 	ReplayLimit int
 	// MaxResumes caps resumes in progress at once (a reconnect storm queues). Default 64.
 	MaxResumes int
-	// SetupTimeout bounds setting a socket up: loading follows, resuming. Default 10s.
+	// SetupTimeout bounds setting a socket up: waiting for the setup stage, loading follows, resuming.
+	// Default 10s.
 	SetupTimeout time.Duration
+	// MaxSetups caps the sockets being set up at once (the setup stage, setup.go); more wait for a
+	// place, at most AdmitTimeout, and are then closed with CloseServerError. Default 256.
+	MaxSetups int
+	// AdmitTimeout is how long a socket may wait for a place in the setup stage. Default SetupTimeout.
+	AdmitTimeout time.Duration
+	// SetupBatch is the most users whose follow lists one call to Follows reads. Default 256.
+	SetupBatch int
+	// SetupLoaders is how many follow-list batches are read at once. Default 2.
+	SetupLoaders int
 	// DrainSpread is the span over which a draining hub spreads its clients' reconnect hints. Default 10s.
 	DrainSpread time.Duration
-	// FollowPageSize is the page size of the follow list. Default 1000.
-	FollowPageSize int
 	// PresenceHeartbeat is how often the hub tells the Presence store it is alive. Default 10s.
 	PresenceHeartbeat time.Duration
 	// PresenceRefresh is how often the hub adds all its users to the Presence store again, renewing their
@@ -171,7 +180,10 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxResumes, 64)
 	defDur(&c.SetupTimeout, 10*time.Second)
 	defDur(&c.DrainSpread, 10*time.Second)
-	def(&c.FollowPageSize, 1000)
+	def(&c.MaxSetups, 256)
+	defDur(&c.AdmitTimeout, c.SetupTimeout)
+	def(&c.SetupBatch, 256)
+	def(&c.SetupLoaders, 2)
 	defDur(&c.PresenceHeartbeat, 10*time.Second)
 	defDur(&c.PresenceRefresh, 20*time.Minute)
 	def(&c.RecentIDs, 16384)
@@ -210,6 +222,9 @@ type Hub struct {
 	evSeq    atomic.Uint64
 	connSeq  atomic.Uint64
 	resumes  chan struct{} // semaphore of resumes in progress
+	setups   chan struct{} // semaphore of the setup stage
+	loads    chan *user    // users whose follow list is to be read
+	flushes  *flushGroup
 
 	recent       *recentIDs // the last event ids delivered, to drop re-publications
 	dropCreators sync.Map   // drop id -> creator id (a drop never changes creator)
@@ -260,6 +275,9 @@ func New(cfg Config, deps Deps) (*Hub, error) {
 		reg:      newRegistry(cfg.Shards),
 		jobs:     make(chan job, 4096),
 		resumes:  make(chan struct{}, cfg.MaxResumes),
+		setups:   make(chan struct{}, cfg.MaxSetups),
+		loads:    make(chan *user, cfg.MaxSetups),
+		flushes:  &flushGroup{bus: deps.Bus, timeout: cfg.SetupTimeout, m: m},
 		seqCache: newSeqCache(4096),
 		recent:   newRecentIDs(cfg.RecentIDs),
 		stop:     make(chan struct{}),
@@ -270,6 +288,10 @@ func New(cfg Config, deps Deps) (*Hub, error) {
 	for range cfg.Workers {
 		h.bg.Add(1)
 		go h.worker()
+	}
+	for range cfg.SetupLoaders {
+		h.bg.Add(1)
+		go h.loader()
 	}
 	h.bg.Add(2)
 	go h.keepAliveLoop()
@@ -313,6 +335,7 @@ func (h *Hub) shutdown(ctx context.Context) error {
 	}
 	close(h.stop)
 	h.bg.Wait()
+	h.flushes.wg.Wait()
 	h.interest.releaseAll()
 	h.log.Info("hub drained", "sockets", len(conns), "duration_ms", h.cfg.Now().Sub(start).Milliseconds())
 	return err

@@ -37,6 +37,7 @@ const (
 	refuseOverCap  = "over_cap"
 	refuseDraining = "draining"
 	refuseBadWatch = "bad_watch"
+	refuseBusy     = "busy" // no place in the setup stage within the setup timeout
 )
 
 // Outcomes of a resume, the label of livedrops_hub_resumes_total.
@@ -78,7 +79,22 @@ type metrics struct {
 	resumes       *prometheus.CounterVec
 	replayed      prometheus.Counter
 	resumeSeconds prometheus.Histogram
+	setup         [len(setupStages)]prometheus.Observer
+	settingUp     prometheus.Gauge
+	flushes       prometheus.Counter
+	flushWaiters  prometheus.Histogram
+	loadBatch     prometheus.Histogram
 }
+
+// Stages of a socket's setup, the label of livedrops_hub_setup_seconds.
+const (
+	stageAdmit   = iota // waiting for a place in the setup stage
+	stageFollows        // loading the user's follow list (cache, then the store)
+	stageConfirm        // the subscriptions confirmed by the NATS server
+	stageTotal          // from the request to the hello
+)
+
+var setupStages = [...]string{"admit", "follows", "confirm", "total"}
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	const ns, sub = "livedrops", "hub"
@@ -107,6 +123,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time to set a resuming socket up: position lookup and replay.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}),
 	}
+	setup := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "setup_seconds",
+		Help: "Time a socket's setup spends per stage: admit (waiting for the setup stage), follows (the follow " +
+			"list), confirm (subscriptions confirmed by NATS), total (request to hello).",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"stage"})
+	m.settingUp = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "setups_in_progress",
+		Help: "Sockets in the setup stage (authenticated, subscribing, not yet greeted)."})
+	m.flushes = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "confirmations_total",
+		Help: "Round trips to the NATS server confirming subscriptions (each serves every socket waiting)."})
+	m.flushWaiters = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "confirmation_waiters",
+		Help: "Callers served by one confirmation round trip.", Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}})
+	m.loadBatch = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "follow_load_batch_users",
+		Help: "Users whose follow lists one read fetched.", Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}})
+	for i, st := range setupStages {
+		m.setup[i] = setup.WithLabelValues(st)
+	}
 	written := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "events_written_total",
 		Help: "Events written to sockets, by type."}, []string{"type"})
 	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "delivery_seconds",
@@ -127,7 +158,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.sockets.WithLabelValues("sse")
 	var errs []error
 	for _, c := range []prometheus.Collector{m.sockets, m.subscriptions, m.queued, m.slowSockets, m.received, written,
-		latency, m.dropped, m.disconnects, m.refused, m.resumes, m.replayed, m.resumeSeconds} {
+		latency, m.dropped, m.disconnects, m.refused, m.resumes, m.replayed, m.resumeSeconds, setup,
+		m.settingUp, m.flushes, m.flushWaiters, m.loadBatch} {
 		errs = append(errs, reg.Register(c))
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -311,7 +311,11 @@ func (h *Hub) join(ctx context.Context, c *conn) error {
 	h.reg.addConn(c)
 	if first {
 		h.presence.online(c.userID)
-		return h.loadFollows(ctx, u)
+		select {
+		case h.loads <- u:
+		case <-ctx.Done():
+			h.finishLoad(u, nil, fmt.Errorf("hub: follow list: %w", ctx.Err()))
+		}
 	}
 	select {
 	case <-u.loaded:
@@ -322,61 +326,6 @@ func (h *Hub) join(ctx context.Context, c *conn) error {
 	err := u.loadErr
 	s.mu.Unlock()
 	return err
-}
-
-// loadFollows reads the follow list of u's first socket, then indexes u under each creator, applying
-// the follow changes that arrived meanwhile in their order.
-func (h *Hub) loadFollows(ctx context.Context, u *user) error {
-	follows := map[int64]struct{}{}
-	var after int64
-	var err error
-	for {
-		var page []int64
-		page, err = h.d.Follows.FollowedCreators(ctx, u.id, after, h.cfg.FollowPageSize)
-		if err != nil {
-			err = fmt.Errorf("hub: follows of user %d: %w", u.id, err)
-			break
-		}
-		for _, id := range page {
-			follows[id] = struct{}{}
-		}
-		if len(page) < h.cfg.FollowPageSize {
-			break
-		}
-		after = page[len(page)-1]
-	}
-	s := h.reg.usersShard(u.id)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	defer close(u.loaded)
-	u.loading = false
-	if err != nil {
-		u.loadErr = err
-		return err
-	}
-	for _, ch := range u.pending {
-		if ch.following {
-			follows[ch.creatorID] = struct{}{}
-		} else {
-			delete(follows, ch.creatorID)
-		}
-	}
-	u.pending = nil
-	u.follows = make([]int64, 0, len(follows))
-	for id := range follows {
-		u.follows = append(u.follows, id)
-	}
-	slices.Sort(u.follows)
-	if u.gone {
-		return nil
-	}
-	for _, id := range u.follows {
-		h.reg.indexFollower(id, u)
-		if err := h.interest.acquire(fanout.CreatorSubject(id)); err != nil {
-			h.log.Warn("hub: subscribe", "subject", fanout.CreatorSubject(id), "err", err)
-		}
-	}
-	return nil
 }
 
 // applyFollow applies a follow.changed event to the open sockets of its user: the creator's subject is

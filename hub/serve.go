@@ -9,6 +9,7 @@ import (
 	"path"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/livedrops/livedrops/fanout"
 	"github.com/livedrops/livedrops/store"
@@ -162,7 +163,7 @@ func watchError(err error, f ClientFrame) *frame {
 
 // start finishes the setup of a joined socket: its watches, its resume, then the hello frame, what the
 // resume replays and what arrived meanwhile; then the socket is live.
-func (h *Hub) start(ctx context.Context, c *conn, req connRequest) {
+func (h *Hub) start(ctx context.Context, c *conn, req connRequest, t0 time.Time) {
 	var early []*frame
 	for _, d := range req.watches {
 		if err := h.watch(ctx, c, d); err != nil {
@@ -173,7 +174,10 @@ func (h *Hub) start(ctx context.Context, c *conn, req connRequest) {
 	// published after hello, and a resume reads the stream only after that point.
 	// If that cannot be confirmed (NATS slow under a connect burst), the socket could miss what is
 	// published meanwhile: it is told to reconnect (4002) instead of getting a hello that promises more.
-	if err := h.d.Bus.Flush(ctx); err != nil {
+	tf := h.cfg.Now()
+	err := h.flushes.flush(ctx)
+	h.m.setup[stageConfirm].Observe(h.cfg.Now().Sub(tf).Seconds())
+	if err != nil {
 		h.log.Warn("hub: flush subscriptions", "conn_id", c.id, "err", err)
 		if req.resume {
 			h.m.resumes.WithLabelValues(resumeError).Inc()
@@ -203,6 +207,7 @@ func (h *Hub) start(ctx context.Context, c *conn, req connRequest) {
 	c.queue = q
 	c.mu.Unlock()
 	h.m.queued.Add(float64(1 + len(early) + len(replay)))
+	h.m.setup[stageTotal].Observe(h.cfg.Now().Sub(t0).Seconds())
 	c.run(nil)
 }
 
@@ -222,7 +227,7 @@ func (h *Hub) handleFrame(c *conn, f ClientFrame) {
 			return
 		}
 		// The ack comes once the drop's subjects are in force at the server.
-		if err := h.d.Bus.Flush(ctx); err != nil {
+		if err := h.flushes.flush(ctx); err != nil {
 			h.log.Warn("hub: flush subscriptions", "conn_id", c.id, "err", err)
 		}
 		c.offer(controlFrame(encodeWatching(f.DropID)))

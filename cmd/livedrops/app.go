@@ -46,6 +46,7 @@ type App struct {
 	// orders is the REST API's order store (roles api and all); closed after the HTTP server.
 	orders *postgres.Orders
 
+	debug    *debugServer // LIVEDROPS_DEBUG_ADDR; nil when off
 	registry *prometheus.Registry
 	health   *httpkit.Health
 	srv      *http.Server
@@ -143,6 +144,11 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err er
 		}
 	}
 
+	if cfg.DebugAddr != "" {
+		if a.debug, err = startDebug(cfg.DebugAddr, logger); err != nil {
+			return a, err
+		}
+	}
 	a.ln, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return a, fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
@@ -255,6 +261,9 @@ func (a *App) shutdown(ctx context.Context) error {
 	}
 	if a.pool != nil {
 		step("postgres", func() error { a.pool.Close(); return nil })
+	}
+	if a.debug != nil {
+		step("debug", a.debug.Close)
 	}
 	if a.dev != nil {
 		step("dev stack", func() error { return a.dev.Stop(ctx) })

@@ -54,6 +54,9 @@ type Config struct {
 	StreamReplicas    int
 	StockRate         float64
 
+	// profiling
+	DebugAddr string
+
 	// token command
 	TokenUser int64
 	TokenTTL  time.Duration
@@ -220,6 +223,16 @@ func settings() []setting {
 					return errors.New("want 1..1000")
 				}
 				c.MaxSocketsPerUser = n
+				return nil
+			}},
+		{"debug-addr", "LIVEDROPS_DEBUG_ADDR", "", "address (host:port) of a second listener serving Go's pprof profiles at /debug/pprof/, with block and mutex profiling on; empty: off. Never expose it publicly",
+			func(c *Config, v string) error {
+				if v != "" {
+					if _, _, err := net.SplitHostPort(v); err != nil {
+						return fmt.Errorf("not host:port: %w", err)
+					}
+				}
+				c.DebugAddr = v
 				return nil
 			}},
 		{"nats-sync", "LIVEDROPS_NATS_SYNC", "always", "JetStream disk sync of the embedded NATS: always, or an interval such as 2m",
@@ -422,6 +435,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("max_sockets_per_user", c.MaxSocketsPerUser),
 		slog.Int("stream_replicas", c.StreamReplicas),
 		slog.Float64("stock_rate", c.StockRate),
+		slog.String("debug_addr", c.DebugAddr),
 	)
 }
 

@@ -19,6 +19,7 @@ import (
 var (
 	_ hub.Verifier  = (*auth.Tokens)(nil)
 	_ hub.Follows   = (*postgres.Hub)(nil)
+	_ hub.Follows   = (*redis.FollowLists)(nil)
 	_ hub.Drops     = (*postgres.Hub)(nil)
 	_ hub.Sequences = (*postgres.Hub)(nil)
 	_ hub.Bus       = (*jetstream.Subscriber)(nil)
@@ -50,13 +51,24 @@ func (a *App) mountHub(r chi.Router) error {
 	}
 	bus := jetstream.NewSubscriber(a.nc, a.logger, jetstream.SubscriberConfig{})
 	queries := postgres.NewHub(a.pool)
+	var follows hub.Follows = queries
+	if cfg.Cache {
+		lists, err := redis.NewFollowLists(a.rdb, queries, redis.FollowListsConfig{Prefix: cfg.CachePrefix,
+			Logger: a.logger}, a.registry)
+		if err != nil {
+			bus.Close()
+			replayer.Close()
+			return fmt.Errorf("hub: %w", err)
+		}
+		follows = lists
+	}
 	h, err := hub.New(hub.Config{
 		AllowedOrigins:    cfg.AllowedOrigins,
 		MaxSocketsPerUser: cfg.MaxSocketsPerUser,
 		ReplayWindow:      cfg.ReplayWindow,
 	}, hub.Deps{
 		Logger: a.logger, Registerer: a.registry, Verifier: a.tokens,
-		Follows: queries, Drops: queries, Sequences: queries,
+		Follows: follows, Drops: queries, Sequences: queries,
 		Bus: bus, Replayer: replayer, Presence: presence,
 	})
 	if err != nil {

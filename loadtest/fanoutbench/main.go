@@ -56,6 +56,8 @@ type config struct {
 	godebug, gogc         string
 	storm                 bool
 	keep                  bool
+	concurrency           int
+	profile               string
 }
 
 func main() {
@@ -74,6 +76,8 @@ func main() {
 		"GODEBUG of the hubs: start goroutines on the smallest stack (a socket's reader needs 4 KiB; the average a process with pgx and NATS starts them with is 8)")
 	flag.StringVar(&cfg.gogc, "hub-gogc", "100", "GOGC of the hubs")
 	flag.BoolVar(&cfg.storm, "storm", false, "then a reconnect storm: every client of hub 0 reconnects at once to a fresh hub, resuming")
+	flag.IntVar(&cfg.concurrency, "concurrency", 100, "connects in flight per generator (each waits for its hello)")
+	flag.StringVar(&cfg.profile, "profile", "", "write pprof profiles of hub 0 to files with this prefix: CPU and block/mutex during the connect, CPU during the drops")
 	flag.DurationVar(&cfg.settle, "settle", time.Minute, "longest wait for the hubs' RSS to settle after the connect burst")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -199,6 +203,13 @@ func run(ctx context.Context, cfg config) (err error) {
 		}
 	}()
 	start = time.Now()
+	var waitProfiles []func()
+	if cfg.profile != "" {
+		waitProfiles = append(waitProfiles,
+			profileAsync(hubs[0], "profile", 10*time.Second, cfg.profile+"connect.cpu.pprof"),
+			profileAsync(hubs[0], "block", 10*time.Second, cfg.profile+"connect.block.pprof"),
+			profileAsync(hubs[0], "mutex", 10*time.Second, cfg.profile+"connect.mutex.pprof"))
+	}
 	for g := range gens {
 		from := g * per
 		count := min(per, cfg.sockets-from)
@@ -208,7 +219,8 @@ func run(ctx context.Context, cfg config) (err error) {
 		h := hubs[g%len(hubs)]
 		cmd := exec.Command(wsfan, "-url", "ws://"+h.addr+"/ws", "-tokens", tokensFile,
 			"-from", strconv.Itoa(from), "-count", strconv.Itoa(count), "-src-base", strconv.Itoa(10+2*g),
-			"-wait", cfg.wait.String(), "-out", fmt.Sprintf("%s/lat-%d.txt", cfg.dir, g))
+			"-wait", cfg.wait.String(), "-out", fmt.Sprintf("%s/lat-%d.txt", cfg.dir, g),
+			"-concurrency", strconv.Itoa(cfg.concurrency))
 		p, err := startProc(fmt.Sprintf("gen-%d", g), cmd, cfg.dir)
 		if err != nil {
 			return err
@@ -224,11 +236,21 @@ func run(ctx context.Context, cfg config) (err error) {
 		failed += intField(line, "failed")
 	}
 	logf("%d sockets ready in %s (%d failed to connect)", cfg.sockets-failed, time.Since(start).Round(time.Millisecond), failed)
+	setupStats(hubs)
+	for _, w := range waitProfiles {
+		w()
+	}
 	// The connect burst leaves garbage that the Go runtime hands back to the kernel over seconds: the
 	// memory a hub needs for its sockets is what it holds once its RSS has settled (within 2% over 5 s),
 	// waiting at most -settle.
 	time.Sleep(cfg.hold + cfg.startIn) // -start-in before anything, so that a profile can start
 	busyRSS := settledRSS(hubs, cfg.settle)
+	memStats(hubs)
+	if cfg.profile != "" && hubs[0].debugAddr != "" {
+		if err := fetch("http://"+hubs[0].debugAddr+"/debug/pprof/heap", cfg.profile+"heap.pprof"); err != nil {
+			logf("heap profile: %v", err)
+		}
+	}
 
 	// The drop starts.
 	startTime := time.Now().Add(cfg.startIn).Truncate(time.Millisecond)
@@ -306,14 +328,129 @@ func startHub(cfg config, name, dbURL, redisURL, natsURL string) (*proc, error) 
 	env := []string{"DATABASE_URL=" + dbURL, "REDIS_URL=" + redisURL, "NATS_URL=" + natsURL,
 		"LIVEDROPS_JWT_SECRET=" + secret, "LIVEDROPS_HTTP_ADDR=" + addr, "LIVEDROPS_LOG_LEVEL=warn",
 		"LIVEDROPS_SHUTDOWN_TIMEOUT=20s", "GODEBUG=" + cfg.godebug, "GOGC=" + cfg.gogc}
+	debugAddr := ""
+	if cfg.profile != "" && name == "hub-0" {
+		dport, err := pglocal.FreePort()
+		if err != nil {
+			return nil, err
+		}
+		debugAddr = fmt.Sprintf("127.0.0.1:%d", dport)
+		env = append(env, "LIVEDROPS_DEBUG_ADDR="+debugAddr)
+	}
 	cmd := exec.Command(cfg.hubBin, "hub")
 	cmd.Env = append(os.Environ(), env...)
 	h, err := startProc(name, cmd, cfg.dir)
 	if err != nil {
 		return nil, err
 	}
-	h.addr = addr
+	h.addr, h.debugAddr = addr, debugAddr
 	return h, nil
+}
+
+// profileAsync fetches a profile of p (its debug listener) into path, in the background; wait for it
+// with the returned function.
+func profileAsync(p *proc, kind string, d time.Duration, path string) func() {
+	done := make(chan struct{})
+	if p.debugAddr == "" {
+		close(done)
+		return func() {}
+	}
+	go func() {
+		defer close(done)
+		u := fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", p.debugAddr, kind, int(d.Seconds()))
+		resp, err := http.Get(u)
+		if err != nil {
+			logf("profile %s: %v", kind, err)
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			logf("profile %s: %v", kind, err)
+			return
+		}
+		logf("profile %s of %s written to %s", kind, p.name, path)
+	}()
+	return func() { <-done }
+}
+
+// fetch writes what url answers to path.
+func fetch(url, path string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+// memStats logs where the hubs' memory is, from their Go runtime metrics.
+func memStats(hubs []*proc) {
+	want := []string{"go_goroutines", "go_memstats_heap_inuse_bytes", "go_memstats_heap_alloc_bytes",
+		"go_memstats_stack_inuse_bytes", "go_memstats_heap_idle_bytes", "go_memstats_heap_released_bytes",
+		"go_memstats_sys_bytes", "go_memstats_next_gc_bytes"}
+	total := map[string]float64{}
+	for _, h := range hubs {
+		resp, err := http.Get("http://" + h.addr + "/metrics")
+		if err != nil {
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, line := range strings.Split(string(b), "\n") {
+			name, val, ok := strings.Cut(line, " ")
+			if !ok || !slices.Contains(want, name) {
+				continue
+			}
+			v, _ := strconv.ParseFloat(val, 64)
+			total[name] += v
+		}
+	}
+	var parts []string
+	for _, n := range want {
+		v := total[n]
+		if strings.HasSuffix(n, "_bytes") {
+			parts = append(parts, fmt.Sprintf("%s=%.0fMiB", strings.TrimPrefix(n, "go_memstats_"), v/(1<<20)))
+		} else {
+			parts = append(parts, fmt.Sprintf("%s=%.0f", strings.TrimPrefix(n, "go_"), v))
+		}
+	}
+	logf("hub runtime: %s", strings.Join(parts, " "))
+}
+
+// setupStats logs the hubs' own setup histograms (livedrops_hub_setup_seconds): mean per stage.
+func setupStats(hubs []*proc) {
+	sum, count := map[string]float64{}, map[string]float64{}
+	for _, h := range hubs {
+		resp, err := http.Get("http://" + h.addr + "/metrics")
+		if err != nil {
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, line := range strings.Split(string(b), "\n") {
+			for suffix, m := range map[string]map[string]float64{"_sum": sum, "_count": count} {
+				rest, ok := strings.CutPrefix(line, "livedrops_hub_setup_seconds"+suffix+`{stage="`)
+				if !ok {
+					continue
+				}
+				stage, val, _ := strings.Cut(rest, `"} `)
+				v, _ := strconv.ParseFloat(val, 64)
+				m[stage] += v
+			}
+		}
+	}
+	var parts []string
+	for _, st := range []string{"admit", "follows", "confirm", "total"} {
+		if count[st] > 0 {
+			parts = append(parts, fmt.Sprintf("%s=%.1fms", st, sum[st]/count[st]*1000))
+		}
+	}
+	logf("hub setup, mean per socket: %s", strings.Join(parts, " "))
 }
 
 // storm kills hub 0 and its generators' sockets, and makes all of its clients reconnect at once to a
@@ -494,6 +631,7 @@ func startDrop(ctx context.Context, c *pgx.Conn, nc *nats.Conn, dropID int64, st
 // proc is a child process whose stdout lines are watched.
 type proc struct {
 	name, addr, logPath string
+	debugAddr           string
 	doneLine            string
 	cmd                 *exec.Cmd
 	lines               chan string

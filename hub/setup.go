@@ -1,0 +1,211 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/livedrops/livedrops/fanout"
+)
+
+// The setup stage (issue 11). A socket is set up in a bounded stage: at most Config.MaxSetups sockets at
+// once, the others wait for a place (a connect burst queues instead of growing the heap with every
+// half-built socket: memory per socket does not depend on how fast clients arrive). Inside the stage the
+// slow steps are shared by the sockets that arrive together:
+//
+//   - follow lists: the first socket of a user hands its user to a loader; each loader takes whatever
+//     users wait (up to Config.SetupBatch) and reads their lists with one call to Follows (the cache,
+//     then one query for the misses);
+//   - confirmations: a socket is greeted only once its subscriptions are in force at the NATS server
+//     (Bus.Flush); a flush confirms every subscription sent before it, so one flush serves every socket
+//     waiting when it starts (flushGroup).
+//
+// Order inside a user's load: the user's own subject is subscribed and confirmed before the list is read,
+// so a follow.changed committed after the read reaches the hub live (and waits in user.pending).
+
+// errSetupBusy: no place in the setup stage within Config.SetupTimeout.
+var errSetupBusy = errors.New("hub: setup stage full")
+
+// admit waits for a place in the setup stage, at most Config.AdmitTimeout; release gives it back.
+func (h *Hub) admit(ctx context.Context) (release func(), err error) {
+	t0 := h.cfg.Now()
+	select {
+	case h.setups <- struct{}{}:
+	default:
+		t := time.NewTimer(h.cfg.AdmitTimeout)
+		defer t.Stop()
+		select {
+		case h.setups <- struct{}{}:
+		case <-t.C:
+			h.m.setup[stageAdmit].Observe(h.cfg.Now().Sub(t0).Seconds())
+			return nil, errSetupBusy
+		case <-ctx.Done():
+			h.m.setup[stageAdmit].Observe(h.cfg.Now().Sub(t0).Seconds())
+			return nil, errSetupBusy
+		case <-h.stop:
+			return nil, errSetupBusy
+		}
+	}
+	h.m.setup[stageAdmit].Observe(h.cfg.Now().Sub(t0).Seconds())
+	h.m.settingUp.Inc()
+	return func() {
+		h.m.settingUp.Dec()
+		<-h.setups
+	}, nil
+}
+
+// flushGroup coalesces Bus.Flush calls: a caller joins the next flush, which starts once the running one
+// (if any) is done, so it confirms everything the caller subscribed before joining. At most one flush is
+// in flight.
+type flushGroup struct {
+	bus     Bus
+	timeout time.Duration
+	m       *metrics
+
+	mu      sync.Mutex
+	running bool
+	next    *flushCall
+	wg      sync.WaitGroup // the loop, while it runs
+}
+
+type flushCall struct {
+	done chan struct{}
+	err  error
+	n    int
+}
+
+func (g *flushGroup) flush(ctx context.Context) error {
+	g.mu.Lock()
+	if g.next == nil {
+		g.next = &flushCall{done: make(chan struct{})}
+	}
+	call := g.next
+	call.n++
+	if !g.running {
+		g.running = true
+		g.wg.Add(1)
+		go g.loop()
+	}
+	g.mu.Unlock()
+	select {
+	case <-call.done:
+		return call.err
+	case <-ctx.Done():
+		return fmt.Errorf("hub: confirm subscriptions: %w", ctx.Err())
+	}
+}
+
+func (g *flushGroup) loop() {
+	defer g.wg.Done()
+	for {
+		g.mu.Lock()
+		call := g.next
+		g.next = nil
+		if call == nil {
+			g.running = false
+			g.mu.Unlock()
+			return
+		}
+		g.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
+		call.err = g.bus.Flush(ctx)
+		cancel()
+		g.m.flushes.Inc()
+		g.m.flushWaiters.Observe(float64(call.n))
+		close(call.done)
+	}
+}
+
+// loader reads the follow lists of users in batches (Config.SetupLoaders goroutines).
+func (h *Hub) loader() {
+	defer h.bg.Done()
+	batch := make([]*user, 0, h.cfg.SetupBatch)
+	for {
+		select {
+		case u := <-h.loads:
+			batch = append(batch[:0], u)
+		case <-h.stop:
+			return
+		}
+	more:
+		for len(batch) < h.cfg.SetupBatch {
+			select {
+			case u := <-h.loads:
+				batch = append(batch, u)
+			default:
+				break more
+			}
+		}
+		h.loadBatch(batch)
+		clear(batch)
+	}
+}
+
+// loadBatch confirms the users' own subjects, reads their follow lists in one call, then indexes each
+// user under its creators and subscribes to them.
+func (h *Hub) loadBatch(batch []*user) {
+	t0 := h.cfg.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.SetupTimeout)
+	defer cancel()
+	ids := make([]int64, len(batch))
+	for i, u := range batch {
+		ids[i] = u.id
+	}
+	h.m.loadBatch.Observe(float64(len(batch)))
+	err := h.flushes.flush(ctx)
+	var lists map[int64][]int64
+	if err == nil {
+		lists, err = h.d.Follows.FollowLists(ctx, ids)
+		if err != nil {
+			err = fmt.Errorf("hub: follow lists of %d users: %w", len(ids), err)
+		}
+	}
+	for _, u := range batch {
+		h.finishLoad(u, lists[u.id], err)
+	}
+	d := h.cfg.Now().Sub(t0).Seconds()
+	for range batch {
+		h.m.setup[stageFollows].Observe(d)
+	}
+}
+
+// finishLoad indexes u under the creators it follows, applying the follow changes that arrived while its
+// list was read, in their order, and ends the load.
+func (h *Hub) finishLoad(u *user, list []int64, err error) {
+	s := h.reg.usersShard(u.id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	defer close(u.loaded)
+	u.loading = false
+	if err != nil {
+		u.loadErr = err
+		u.pending = nil
+		return
+	}
+	follows := slices.Clone(list)
+	slices.Sort(follows)
+	follows = slices.Compact(follows)
+	for _, ch := range u.pending {
+		i, has := slices.BinarySearch(follows, ch.creatorID)
+		switch {
+		case ch.following && !has:
+			follows = slices.Insert(follows, i, ch.creatorID)
+		case !ch.following && has:
+			follows = slices.Delete(follows, i, i+1)
+		}
+	}
+	u.pending = nil
+	u.follows = follows
+	if u.gone {
+		return
+	}
+	for _, id := range u.follows {
+		h.reg.indexFollower(id, u)
+		if err := h.interest.acquire(fanout.CreatorSubject(id)); err != nil {
+			h.log.Warn("hub: subscribe", "subject", fanout.CreatorSubject(id), "err", err)
+		}
+	}
+}
