@@ -81,6 +81,7 @@ type conn struct {
 	imu     sync.Mutex // watches and teardown
 	gone    bool
 	watches map[int64]int64 // drop id -> creator id
+	gen     uint64          // highest subscription generation of the watched drops' subjects
 
 	pinging atomic.Bool
 }

@@ -139,6 +139,7 @@ func newEnv(t *testing.T) *env {
 			Sequences: e.store,
 			Replayer:  rep,
 			Presence:  pres,
+			Activity:  rep,
 		}
 	}
 	return e

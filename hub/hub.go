@@ -147,6 +147,17 @@ type Config struct {
 	// event (the relay publishes again after a failure; JetStream keeps one copy, live subscribers hear
 	// both). Default 16384.
 	RecentIDs int
+	// InterestCheck is how often the hub measures which share of the creators that published lately
+	// has a local follower (Deps.Activity), to choose how it subscribes to creators. Default 30s.
+	InterestCheck time.Duration
+	// WildcardAbove is the share at or above which creator events come through one ld.creator.*
+	// subscription; WildcardBelow the share at or below which they come through one subscription per
+	// followed creator again (BENCHMARKS.md, Interest: the crossover is near one half). Defaults 0.5 and
+	// two thirds of WildcardAbove (1/3).
+	WildcardAbove, WildcardBelow float64
+	// WildcardMinCreators is the fewest creators publishing lately for the wildcard: below it the hub
+	// subscribes per creator (a handful of subscriptions either way). Default 100.
+	WildcardMinCreators int
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }
@@ -187,6 +198,14 @@ func (c Config) withDefaults() Config {
 	defDur(&c.PresenceHeartbeat, 10*time.Second)
 	defDur(&c.PresenceRefresh, 20*time.Minute)
 	def(&c.RecentIDs, 16384)
+	defDur(&c.InterestCheck, 30*time.Second)
+	if c.WildcardAbove <= 0 || c.WildcardAbove > 1 {
+		c.WildcardAbove = 0.5
+	}
+	if c.WildcardBelow <= 0 || c.WildcardBelow >= c.WildcardAbove {
+		c.WildcardBelow = c.WildcardAbove * 2 / 3
+	}
+	def(&c.WildcardMinCreators, 100)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -195,7 +214,7 @@ func (c Config) withDefaults() Config {
 
 // Deps are the hub's collaborators. Logger, Verifier, Follows, Drops and Bus are required; without
 // Sequences and Replayer every resume answers recovered:false; without Presence none is recorded;
-// without Registerer no metrics are exported.
+// without Activity the hub always subscribes per creator; without Registerer no metrics are exported.
 type Deps struct {
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -206,6 +225,7 @@ type Deps struct {
 	Sequences  Sequences
 	Replayer   Replayer
 	Presence   Presence
+	Activity   Activity
 }
 
 // Hub is one hub node. Its ServeWS and ServeSSE handlers serve /ws and /events; Shutdown closes every
@@ -284,6 +304,7 @@ func New(cfg Config, deps Deps) (*Hub, error) {
 	}
 	h.scratch.New = func() any { b := make([]byte, 0, 2048); return &b }
 	h.interest = newInterest(cfg.Shards, deps.Bus, h.deliver, m)
+	h.flushes.gen = &h.interest.gen
 	h.presence = newPresenceTracker(h)
 	for range cfg.Workers {
 		h.bg.Add(1)
@@ -292,6 +313,10 @@ func New(cfg Config, deps Deps) (*Hub, error) {
 	for range cfg.SetupLoaders {
 		h.bg.Add(1)
 		go h.loader()
+	}
+	if deps.Activity != nil {
+		h.bg.Add(1)
+		go h.adaptLoop()
 	}
 	h.bg.Add(2)
 	go h.keepAliveLoop()

@@ -66,24 +66,29 @@ func typeIndex(t fanout.Type) int {
 }
 
 type metrics struct {
-	sockets       *prometheus.GaugeVec
-	subscriptions prometheus.Gauge
-	queued        prometheus.Gauge
-	slowSockets   prometheus.Gauge
-	received      *prometheus.CounterVec
-	written       [len(eventTypes)]prometheus.Counter
-	latency       [len(eventTypes)]prometheus.Observer
-	dropped       *prometheus.CounterVec
-	disconnects   *prometheus.CounterVec
-	refused       *prometheus.CounterVec
-	resumes       *prometheus.CounterVec
-	replayed      prometheus.Counter
-	resumeSeconds prometheus.Histogram
-	setup         [len(setupStages)]prometheus.Observer
-	settingUp     prometheus.Gauge
-	flushes       prometheus.Counter
-	flushWaiters  prometheus.Histogram
-	loadBatch     prometheus.Histogram
+	sockets          *prometheus.GaugeVec
+	subscriptions    prometheus.Gauge
+	queued           prometheus.Gauge
+	slowSockets      prometheus.Gauge
+	received         *prometheus.CounterVec
+	written          [len(eventTypes)]prometheus.Counter
+	latency          [len(eventTypes)]prometheus.Observer
+	dropped          *prometheus.CounterVec
+	disconnects      *prometheus.CounterVec
+	refused          *prometheus.CounterVec
+	resumes          *prometheus.CounterVec
+	replayed         prometheus.Counter
+	resumeSeconds    prometheus.Histogram
+	setup            [len(setupStages)]prometheus.Observer
+	settingUp        prometheus.Gauge
+	flushes          prometheus.Counter
+	flushWaiters     prometheus.Histogram
+	loadBatch        prometheus.Histogram
+	confirmSkipped   prometheus.Counter
+	ignored          prometheus.Counter
+	interestMode     prometheus.Gauge
+	interestShare    prometheus.Gauge
+	interestSwitches *prometheus.CounterVec
 }
 
 // Stages of a socket's setup, the label of livedrops_hub_setup_seconds.
@@ -135,6 +140,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Help: "Callers served by one confirmation round trip.", Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}})
 	m.loadBatch = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "follow_load_batch_users",
 		Help: "Users whose follow lists one read fetched.", Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}})
+	m.confirmSkipped = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "confirmations_skipped_total",
+		Help: "Sockets and watches greeted without a round trip: an earlier confirmation covered their subscriptions."})
+	m.ignored = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "events_ignored_total",
+		Help: "Events the creator wildcard brought for creators without a local follower."})
+	m.interestMode = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "interest_wildcard",
+		Help: "1 while creator events come through one ld.creator.* subscription, 0 while one per creator."})
+	m.interestShare = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "interest_share",
+		Help: "Share of the creators that published lately with a local follower, at the last check."})
+	m.interestSwitches = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "interest_switches_total",
+		Help: "Switches of the creator interest, by the mode switched to (wildcard, per_creator)."}, []string{"to"})
+	m.interestSwitches.WithLabelValues("wildcard")
+	m.interestSwitches.WithLabelValues("per_creator")
 	for i, st := range setupStages {
 		m.setup[i] = setup.WithLabelValues(st)
 	}
@@ -159,7 +176,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	var errs []error
 	for _, c := range []prometheus.Collector{m.sockets, m.subscriptions, m.queued, m.slowSockets, m.received, written,
 		latency, m.dropped, m.disconnects, m.refused, m.resumes, m.replayed, m.resumeSeconds, setup,
-		m.settingUp, m.flushes, m.flushWaiters, m.loadBatch} {
+		m.settingUp, m.flushes, m.flushWaiters, m.loadBatch, m.confirmSkipped, m.ignored, m.interestMode,
+		m.interestShare, m.interestSwitches} {
 		errs = append(errs, reg.Register(c))
 	}
 	if err := errors.Join(errs...); err != nil {

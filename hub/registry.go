@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -27,7 +26,9 @@ type user struct {
 	pending []followChange
 	loaded  chan struct{} // closed when loading ends
 	loadErr error
-	gone    bool // removed from the registry
+	ownGen  uint64 // subscription generation of the user's own subject
+	gen     uint64 // highest subscription generation of the user's subjects
+	gone    bool   // removed from the registry
 }
 
 type followChange struct {
@@ -291,10 +292,12 @@ func (h *Hub) join(ctx context.Context, c *conn) error {
 	first := u == nil
 	if first {
 		u = &user{id: c.userID, loading: true, loaded: make(chan struct{})}
-		if err := h.interest.acquire(fanout.UserSubject(c.userID)); err != nil {
+		gen, err := h.interest.acquire(fanout.UserSubject(c.userID))
+		if err != nil {
 			s.mu.Unlock()
 			return err
 		}
+		u.ownGen, u.gen = gen, gen
 		s.m[c.userID] = u
 	} else if u.n >= h.cfg.MaxSocketsPerUser {
 		s.mu.Unlock()
@@ -329,37 +332,40 @@ func (h *Hub) join(ctx context.Context, c *conn) error {
 }
 
 // applyFollow applies a follow.changed event to the open sockets of its user: the creator's subject is
-// added or removed at once. added reports a new follow.
-func (h *Hub) applyFollow(userID, creatorID int64, following bool) (added bool) {
+// added or removed at once. For a new follow it returns the generation of the creator's subscription
+// (to confirm before the user hears of the change), else 0.
+func (h *Hub) applyFollow(userID, creatorID int64, following bool) (gen uint64) {
 	s := h.reg.usersShard(userID)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	u := s.m[userID]
 	if u == nil {
-		return false
+		return 0
 	}
 	if u.loading {
 		u.pending = append(u.pending, followChange{creatorID, following})
-		return false
+		return 0
 	}
 	if u.loadErr != nil {
-		return false
+		return 0
 	}
 	i, has := slices.BinarySearch(u.follows, creatorID)
 	switch {
 	case following && !has:
 		u.follows = slices.Insert(u.follows, i, creatorID)
 		h.reg.indexFollower(creatorID, u)
-		if err := h.interest.acquire(fanout.CreatorSubject(creatorID)); err != nil {
+		gen, err := h.interest.acquire(fanout.CreatorSubject(creatorID))
+		if err != nil {
 			h.log.Warn("hub: subscribe", "subject", fanout.CreatorSubject(creatorID), "err", err)
 		}
-		return true
+		u.gen = max(u.gen, gen)
+		return gen
 	case !following && has:
 		u.follows = slices.Delete(u.follows, i, i+1)
 		h.reg.unindexFollower(creatorID, u)
 		h.interest.release(fanout.CreatorSubject(creatorID))
 	}
-	return false
+	return 0
 }
 
 // leave removes c from its user; the last socket of a user takes the user's interest with it.
@@ -416,84 +422,4 @@ func (h *Hub) subjectsOf(c *conn) (subjects, drops []string) {
 	slices.Sort(subjects)
 	slices.Sort(drops)
 	return subjects, drops
-}
-
-// interest holds one Bus subscription per subject that a local socket needs, reference counted.
-type interest struct {
-	shards  []interestShard
-	seed    maphash.Seed
-	bus     Bus
-	deliver func(subject string, data []byte)
-	m       *metrics
-}
-
-type interestShard struct {
-	mu   sync.Mutex
-	subs map[string]*subRef
-}
-
-type subRef struct {
-	n           int
-	unsubscribe func() error
-}
-
-func newInterest(n int, bus Bus, deliver func(string, []byte), m *metrics) *interest {
-	in := &interest{shards: make([]interestShard, n), seed: maphash.MakeSeed(), bus: bus, deliver: deliver, m: m}
-	for i := range in.shards {
-		in.shards[i].subs = map[string]*subRef{}
-	}
-	return in
-}
-
-func (in *interest) shard(subject string) *interestShard {
-	return &in.shards[maphash.String(in.seed, subject)%uint64(len(in.shards))]
-}
-
-// acquire takes one reference on subject, subscribing on the first.
-func (in *interest) acquire(subject string) error {
-	s := in.shard(subject)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if ref := s.subs[subject]; ref != nil {
-		ref.n++
-		return nil
-	}
-	unsubscribe, err := in.bus.Subscribe(subject, in.deliver)
-	if err != nil {
-		return fmt.Errorf("hub: subscribe %s: %w", subject, err)
-	}
-	s.subs[subject] = &subRef{n: 1, unsubscribe: unsubscribe}
-	in.m.subscriptions.Inc()
-	return nil
-}
-
-// release drops one reference on subject, unsubscribing with the last.
-func (in *interest) release(subject string) {
-	s := in.shard(subject)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ref := s.subs[subject]
-	if ref == nil {
-		return
-	}
-	if ref.n--; ref.n > 0 {
-		return
-	}
-	delete(s.subs, subject)
-	in.m.subscriptions.Dec()
-	_ = ref.unsubscribe()
-}
-
-// releaseAll unsubscribes from everything (shutdown).
-func (in *interest) releaseAll() {
-	for i := range in.shards {
-		s := &in.shards[i]
-		s.mu.Lock()
-		for subject, ref := range s.subs {
-			_ = ref.unsubscribe()
-			delete(s.subs, subject)
-			in.m.subscriptions.Dec()
-		}
-		s.mu.Unlock()
-	}
 }

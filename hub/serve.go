@@ -121,13 +121,16 @@ func (h *Hub) watch(ctx context.Context, c *conn, dropID int64) error {
 	if len(c.watches) >= h.cfg.MaxWatches {
 		return errTooManyWatches
 	}
-	if err := h.interest.acquire(fanout.DropSubject(dropID)); err != nil {
+	g1, err := h.interest.acquire(fanout.DropSubject(dropID))
+	if err != nil {
 		return err
 	}
-	if err := h.interest.acquire(fanout.CreatorSubject(creator)); err != nil {
+	g2, err := h.interest.acquire(fanout.CreatorSubject(creator))
+	if err != nil {
 		h.interest.release(fanout.DropSubject(dropID))
 		return err
 	}
+	c.gen = max(c.gen, g1, g2)
 	if c.watches == nil {
 		c.watches = map[int64]int64{}
 	}
@@ -175,7 +178,14 @@ func (h *Hub) start(ctx context.Context, c *conn, req connRequest, t0 time.Time)
 	// If that cannot be confirmed (NATS slow under a connect burst), the socket could miss what is
 	// published meanwhile: it is told to reconnect (4002) instead of getting a hello that promises more.
 	tf := h.cfg.Now()
-	err := h.flushes.flush(ctx)
+	c.imu.Lock()
+	need := c.gen
+	c.imu.Unlock()
+	s := h.reg.usersShard(c.userID)
+	s.mu.Lock()
+	need = max(need, c.u.gen)
+	s.mu.Unlock()
+	err := h.flushes.confirm(ctx, need)
 	h.m.setup[stageConfirm].Observe(h.cfg.Now().Sub(tf).Seconds())
 	if err != nil {
 		h.log.Warn("hub: flush subscriptions", "conn_id", c.id, "err", err)
@@ -227,7 +237,10 @@ func (h *Hub) handleFrame(c *conn, f ClientFrame) {
 			return
 		}
 		// The ack comes once the drop's subjects are in force at the server.
-		if err := h.flushes.flush(ctx); err != nil {
+		c.imu.Lock()
+		need := c.gen
+		c.imu.Unlock()
+		if err := h.flushes.confirm(ctx, need); err != nil {
 			h.log.Warn("hub: flush subscriptions", "conn_id", c.id, "err", err)
 		}
 		c.offer(controlFrame(encodeWatching(f.DropID)))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/livedrops/livedrops/fanout"
@@ -64,6 +65,10 @@ type flushGroup struct {
 	bus     Bus
 	timeout time.Duration
 	m       *metrics
+	gen     *atomic.Uint64 // generation of the last subscription sent (interest.gen)
+
+	confirmed  atomic.Uint64 // every subscription up to this generation is in force at the server
+	reconnects atomic.Uint64 // the bus's reconnect count when confirmed was set
 
 	mu      sync.Mutex
 	running bool
@@ -77,6 +82,28 @@ type flushCall struct {
 	n    int
 }
 
+// reconnecter is a Bus that counts its reconnections (fanout/jetstream.Subscriber): after one, nothing
+// confirmed before counts.
+type reconnecter interface{ Reconnects() uint64 }
+
+func (g *flushGroup) busReconnects() uint64 {
+	if r, ok := g.bus.(reconnecter); ok {
+		return r.Reconnects()
+	}
+	return 0
+}
+
+// confirm returns once every subscription up to generation need is in force at the server: at once
+// when a flush since confirmed it, else after the next flush.
+func (g *flushGroup) confirm(ctx context.Context, need uint64) error {
+	if need <= g.confirmed.Load() && g.reconnects.Load() == g.busReconnects() {
+		g.m.confirmSkipped.Inc()
+		return nil
+	}
+	return g.flush(ctx)
+}
+
+// flush returns after a Bus.Flush that started after the call.
 func (g *flushGroup) flush(ctx context.Context) error {
 	g.mu.Lock()
 	if g.next == nil {
@@ -110,9 +137,16 @@ func (g *flushGroup) loop() {
 			return
 		}
 		g.mu.Unlock()
+		gen, reconnects := g.gen.Load(), g.busReconnects()
 		ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
 		call.err = g.bus.Flush(ctx)
 		cancel()
+		if call.err == nil {
+			g.reconnects.Store(reconnects)
+			if gen > g.confirmed.Load() {
+				g.confirmed.Store(gen) // only this goroutine writes it
+			}
+		}
 		g.m.flushes.Inc()
 		g.m.flushWaiters.Observe(float64(call.n))
 		close(call.done)
@@ -151,11 +185,13 @@ func (h *Hub) loadBatch(batch []*user) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.SetupTimeout)
 	defer cancel()
 	ids := make([]int64, len(batch))
+	var need uint64
 	for i, u := range batch {
 		ids[i] = u.id
+		need = max(need, u.ownGen)
 	}
 	h.m.loadBatch.Observe(float64(len(batch)))
-	err := h.flushes.flush(ctx)
+	err := h.flushes.confirm(ctx, need)
 	var lists map[int64][]int64
 	if err == nil {
 		lists, err = h.d.Follows.FollowLists(ctx, ids)
@@ -204,8 +240,10 @@ func (h *Hub) finishLoad(u *user, list []int64, err error) {
 	}
 	for _, id := range u.follows {
 		h.reg.indexFollower(id, u)
-		if err := h.interest.acquire(fanout.CreatorSubject(id)); err != nil {
+		gen, err := h.interest.acquire(fanout.CreatorSubject(id))
+		if err != nil {
 			h.log.Warn("hub: subscribe", "subject", fanout.CreatorSubject(id), "err", err)
 		}
+		u.gen = max(u.gen, gen)
 	}
 }

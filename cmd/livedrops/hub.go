@@ -24,6 +24,7 @@ var (
 	_ hub.Sequences = (*postgres.Hub)(nil)
 	_ hub.Bus       = (*jetstream.Subscriber)(nil)
 	_ hub.Replayer  = (*jetstream.Replayer)(nil)
+	_ hub.Activity  = (*jetstream.Replayer)(nil)
 	_ hub.Presence  = (*redis.Presence)(nil)
 )
 
@@ -69,7 +70,7 @@ func (a *App) mountHub(r chi.Router) error {
 	}, hub.Deps{
 		Logger: a.logger, Registerer: a.registry, Verifier: a.tokens,
 		Follows: follows, Drops: queries, Sequences: queries,
-		Bus: bus, Replayer: replayer, Presence: presence,
+		Bus: bus, Replayer: replayer, Presence: presence, Activity: replayer,
 	})
 	if err != nil {
 		bus.Close()
