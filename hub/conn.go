@@ -23,8 +23,12 @@ type frame struct {
 	replay bool // written by a resume (never taken for a duplicate)
 
 	ws  []byte                 // the WebSocket text message; nil: nothing to write on a WebSocket
+	raw []byte                 // a whole WebSocket control frame (ping, pong), written as it is
 	sse atomic.Pointer[[]byte] // the SSE record, built on first use
 }
+
+// rawFrame is a WebSocket control frame written byte for byte (WebSocket only).
+func rawFrame(b []byte) *frame { return &frame{typIdx: -1, raw: b} }
 
 // sseBytes is the frame as an SSE record: "id:" for events, so Last-Event-ID resumes; nil when the frame
 // is WebSocket-only.
@@ -83,7 +87,8 @@ type conn struct {
 	watches map[int64]int64 // drop id -> creator id
 	gen     uint64          // highest subscription generation of the watched drops' subjects
 
-	pinging atomic.Bool
+	pingAt atomic.Int64 // unix ns of the last keep-alive ping, 0 before the first
+	pongAt atomic.Int64 // unix ns of the last pong
 }
 
 // newConn returns a socket in setup: it holds the writer role, so events queue until serve releases it.
@@ -236,6 +241,9 @@ func (c *conn) write(f *frame) error {
 			return nil
 		}
 		_, err = c.tr.conn.Write(b)
+	} else if f.raw != nil {
+		// One write: with every data frame also a single write (beginHold), frames never interleave.
+		_, err = c.tr.conn.Write(f.raw)
 	} else {
 		if f.ws == nil {
 			return nil

@@ -117,6 +117,7 @@ func (h *Hub) fanOut(f *frame, rcpt []*conn) {
 		}
 		return
 	}
+	h.lastFanOut.Store(h.cfg.Now().UnixNano())
 	size := h.cfg.ChunkSize
 	for i := 0; i < len(rcpt); i += size {
 		j := min(i+size, len(rcpt))

@@ -136,6 +136,15 @@ type Config struct {
 	SetupBatch int
 	// SetupLoaders is how many follow-list batches are read at once. Default 2.
 	SetupLoaders int
+	// ReleaseAfter: once at least this many sockets were set up and none for a second, the hub forces a
+	// garbage collection and returns the free memory to the operating system (debug.FreeOSMemory), so
+	// a connect burst's garbage does not stay in the RSS (setup.go, releaseLoop). Default 1000;
+	// negative: never.
+	ReleaseAfter int
+	// GCGrowth: when the heap has grown by this share of its live size since the last collection and
+	// no event was fanned out for a second, the hub collects (runtime.GC) at that quiet moment rather
+	// than in a later fan-out. Default 0.25; negative: never (GOGC alone decides).
+	GCGrowth float64
 	// DrainSpread is the span over which a draining hub spreads its clients' reconnect hints. Default 10s.
 	DrainSpread time.Duration
 	// PresenceHeartbeat is how often the hub tells the Presence store it is alive. Default 10s.
@@ -195,6 +204,12 @@ func (c Config) withDefaults() Config {
 	defDur(&c.AdmitTimeout, c.SetupTimeout)
 	def(&c.SetupBatch, 256)
 	def(&c.SetupLoaders, 2)
+	if c.ReleaseAfter == 0 {
+		c.ReleaseAfter = 1000
+	}
+	if c.GCGrowth == 0 {
+		c.GCGrowth = 0.25
+	}
 	defDur(&c.PresenceHeartbeat, 10*time.Second)
 	defDur(&c.PresenceRefresh, 20*time.Minute)
 	def(&c.RecentIDs, 16384)
@@ -236,15 +251,17 @@ type Hub struct {
 	log *slog.Logger
 	m   *metrics
 
-	reg      *registry
-	interest *interest
-	jobs     chan job
-	evSeq    atomic.Uint64
-	connSeq  atomic.Uint64
-	resumes  chan struct{} // semaphore of resumes in progress
-	setups   chan struct{} // semaphore of the setup stage
-	loads    chan *user    // users whose follow list is to be read
-	flushes  *flushGroup
+	reg        *registry
+	interest   *interest
+	jobs       chan job
+	evSeq      atomic.Uint64
+	connSeq    atomic.Uint64
+	resumes    chan struct{} // semaphore of resumes in progress
+	setups     chan struct{} // semaphore of the setup stage
+	setupsDone atomic.Uint64
+	lastFanOut atomic.Int64 // unix ns of the last fan-out to many sockets
+	loads      chan *user   // users whose follow list is to be read
+	flushes    *flushGroup
 
 	recent       *recentIDs // the last event ids delivered, to drop re-publications
 	dropCreators sync.Map   // drop id -> creator id (a drop never changes creator)
@@ -317,6 +334,10 @@ func New(cfg Config, deps Deps) (*Hub, error) {
 	if deps.Activity != nil {
 		h.bg.Add(1)
 		go h.adaptLoop()
+	}
+	if cfg.ReleaseAfter > 0 || cfg.GCGrowth > 0 {
+		h.bg.Add(1)
+		go h.releaseLoop()
 	}
 	h.bg.Add(2)
 	go h.keepAliveLoop()

@@ -89,6 +89,7 @@ type metrics struct {
 	interestMode     prometheus.Gauge
 	interestShare    prometheus.Gauge
 	interestSwitches *prometheus.CounterVec
+	collections      *prometheus.CounterVec
 }
 
 // Stages of a socket's setup, the label of livedrops_hub_setup_seconds.
@@ -150,6 +151,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Help: "Share of the creators that published lately with a local follower, at the last check."})
 	m.interestSwitches = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "interest_switches_total",
 		Help: "Switches of the creator interest, by the mode switched to (wildcard, per_creator)."}, []string{"to"})
+	m.collections = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "gc_forced_total",
+		Help: "Garbage collections the hub ran itself, by why: burst (a connect burst ended: memory returned to " +
+			"the OS), quiet (the heap grew and no fan-out ran)."}, []string{"why"})
+	m.collections.WithLabelValues("burst")
+	m.collections.WithLabelValues("quiet")
 	m.interestSwitches.WithLabelValues("wildcard")
 	m.interestSwitches.WithLabelValues("per_creator")
 	for i, st := range setupStages {
@@ -177,7 +183,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range []prometheus.Collector{m.sockets, m.subscriptions, m.queued, m.slowSockets, m.received, written,
 		latency, m.dropped, m.disconnects, m.refused, m.resumes, m.replayed, m.resumeSeconds, setup,
 		m.settingUp, m.flushes, m.flushWaiters, m.loadBatch, m.confirmSkipped, m.ignored, m.interestMode,
-		m.interestShare, m.interestSwitches} {
+		m.interestShare, m.interestSwitches, m.collections} {
 		errs = append(errs, reg.Register(c))
 	}
 	if err := errors.Join(errs...); err != nil {

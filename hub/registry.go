@@ -250,18 +250,14 @@ func (r *registry) allConns() []*conn {
 	return out
 }
 
-// eachConn calls fn for every socket whose keep-alive slot is slot, outside the shard locks.
-func (r *registry) connsInSlot(slot uint64, slots uint64, out []*conn) []*conn {
-	for i := range r.conns {
-		s := &r.conns[i]
-		s.mu.Lock()
-		for c := range s.m {
-			if c.seq%slots == slot {
-				out = append(out, c)
-			}
-		}
-		s.mu.Unlock()
+// shardConns appends the sockets of conns shard i.
+func (r *registry) shardConns(i int, out []*conn) []*conn {
+	s := &r.conns[i]
+	s.mu.Lock()
+	for c := range s.m {
+		out = append(out, c)
 	}
+	s.mu.Unlock()
 	return out
 }
 

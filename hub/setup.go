@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"runtime/debug"
+	rtmetrics "runtime/metrics"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -54,8 +57,56 @@ func (h *Hub) admit(ctx context.Context) (release func(), err error) {
 	h.m.settingUp.Inc()
 	return func() {
 		h.m.settingUp.Dec()
+		h.setupsDone.Add(1)
 		<-h.setups
 	}, nil
+}
+
+// releaseLoop keeps the hub's memory near what its sockets need, and its collections away from
+// fan-outs. Once a second it checks two things:
+//
+//   - a connect burst is over (no setup for a second after at least Config.ReleaseAfter of them): the
+//     buffers, tokens and queries of thousands of setups would otherwise stay in the RSS until the heap
+//     grows into them, so the memory a hub holds for its sockets would depend on how fast they came. It
+//     collects and returns the free memory to the operating system (debug.FreeOSMemory).
+//   - the heap has grown by Config.GCGrowth of its live size since the last collection, and no event was
+//     fanned out for a second: it collects now (runtime.GC), at a quiet moment, instead of letting the
+//     garbage of idle sockets (coder/websocket allocates on every pong) pile up to GOGC's goal, where a
+//     collection would come in the middle of some fan-out and the RSS would hold the garbage until then.
+//     (A hub's goroutine stacks count in GOGC's goal: at 20,000 sockets the goal is over twice the live
+//     heap.) GOGC stays the backstop for a hub that is never quiet.
+func (h *Hub) releaseLoop() {
+	defer h.bg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	samples := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/heap/objects:bytes"}}
+	var released, prev uint64
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-t.C:
+		}
+		n := h.setupsDone.Load()
+		quiet := h.cfg.Now().UnixNano()-h.lastFanOut.Load() > int64(time.Second)
+		switch {
+		case h.cfg.ReleaseAfter > 0 && n == prev && n-released >= uint64(h.cfg.ReleaseAfter) && len(h.setups) == 0:
+			start := h.cfg.Now()
+			debug.FreeOSMemory()
+			h.m.collections.WithLabelValues("burst").Inc()
+			h.log.Debug("hub: connect burst over, memory returned", "setups", n-released,
+				"duration_ms", h.cfg.Now().Sub(start).Milliseconds())
+			released = n
+		case h.cfg.GCGrowth > 0 && quiet && len(h.setups) == 0:
+			rtmetrics.Read(samples)
+			live, objects := samples[0].Value.Uint64(), samples[1].Value.Uint64()
+			if live > 0 && float64(objects-min(objects, live)) >= h.cfg.GCGrowth*float64(live) {
+				runtime.GC()
+				h.m.collections.WithLabelValues("quiet").Inc()
+			}
+		}
+		prev = n
+	}
 }
 
 // flushGroup coalesces Bus.Flush calls: a caller joins the next flush, which starts once the running one

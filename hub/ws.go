@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync/atomic"
 
 	"github.com/coder/websocket"
 
@@ -40,7 +41,24 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 	req, reqErr := h.parseRequest(r, "")
 
 	uw := &upgradeWriter{ResponseWriter: w, backlogLimit: h.cfg.BacklogBytes}
-	ws, err := websocket.Accept(uw, r, &websocket.AcceptOptions{InsecureSkipVerify: true}) // origin checked above
+	var self atomic.Pointer[conn] // the socket, once it exists, for the control-frame callbacks
+	ws, err := websocket.Accept(uw, r, &websocket.AcceptOptions{
+		InsecureSkipVerify: true, // origin checked above
+		// Pongs are noted for the keep-alive; pings are answered by the socket's writer (keepalive.go).
+		OnPongReceived: func(context.Context, []byte) {
+			if c := self.Load(); c != nil {
+				c.pongAt.Store(h.cfg.Now().UnixNano())
+			}
+		},
+		OnPingReceived: func(_ context.Context, payload []byte) bool {
+			c := self.Load()
+			if c == nil {
+				return true // nothing else writes yet: coder/websocket answers
+			}
+			c.offer(wsPong(payload))
+			return false
+		},
+	})
 	if err != nil {
 		return // Accept answered the client
 	}
@@ -72,6 +90,7 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 
 	h.conns.Add(1) // for the setup here, then for the reader goroutine
 	c := h.newConn(userID, false)
+	self.Store(c)
 	err = h.join(ctx, c)
 	if errors.Is(err, errOverCap) {
 		h.conns.Done()
