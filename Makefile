@@ -93,13 +93,17 @@ bench-events:
 	@.ci/deps.sh postgresql
 	$(GO) run ./loadtest/events $(EVENTS_ARGS)
 
-## bench-fanout: one creator's drop.started to the sockets of all its followers: 19,900 on one hub by
-# default, FANOUT_ARGS="-hubs 6 -sockets 100000" for six hubs behind one NATS. PostgreSQL, Redis and
-# NATS in a temporary dir, hub processes, and wsfan load generator processes of at most 19,900 sockets
-# each (this machine caps a process at 20,000 open files); -storm adds a reconnect storm (BENCHMARKS.md).
+## bench-fanout: one creator's drops to the sockets of all its followers: 19,900 on one hub by
+# default, FANOUT_ARGS="-drops 20 -every 500ms" for a train of drops, FANOUT_ARGS="-hubs 6 -sockets 100000"
+# for six hubs behind one NATS. PostgreSQL, Redis and NATS in a temporary dir, seeded by livedrops seed,
+# livedrops worker, api and hub processes, and wsfan load generator processes of at most 19,900 sockets
+# each (this machine caps a process at 20,000 open files), 100 connects in flight each; then the floor
+# (loadtest/wsfloor) in the same shape for the vs_floor ratios (one hub only); -storm adds a reconnect
+# storm (BENCHMARKS.md).
 bench-fanout:
 	@.ci/deps.sh redis-server postgresql
 	$(GO) build -o $(BIN) ./cmd/livedrops
 	$(GO) build -o bin/wsfan ./loadtest/wsfan
 	$(GO) build -o bin/fanoutbench ./loadtest/fanoutbench
-	./bin/fanoutbench -wsfan bin/wsfan -hub-bin $(BIN) $(FANOUT_ARGS)
+	$(GO) build -o bin/wsfloor ./loadtest/wsfloor
+	./bin/fanoutbench -wsfan bin/wsfan -hub-bin $(BIN) -floor bin/wsfloor $(FANOUT_ARGS)

@@ -57,6 +57,12 @@ type Config struct {
 	// profiling
 	DebugAddr string
 
+	// hub role (issue 11)
+	HubWorkers   int
+	HubMaxSetups int
+	HubInterest  string
+	HubGCGrowth  float64
+
 	// token command
 	TokenUser int64
 	TokenTTL  time.Duration
@@ -235,6 +241,27 @@ func settings() []setting {
 				c.DebugAddr = v
 				return nil
 			}},
+		{"hub-workers", "LIVEDROPS_HUB_WORKERS", "0", "goroutines writing fan-outs to sockets; 0 means GOMAXPROCS (give a hub sharing its host with other hubs GOMAXPROCS = its share of the cores)",
+			func(c *Config, v string) error { return setInt(&c.HubWorkers, v, 0, 256) }},
+		{"hub-max-setups", "LIVEDROPS_HUB_MAX_SETUPS", "256", "sockets a hub sets up at once (token, follow list, subscriptions); more wait for a place, at most 10s, then are closed with 4002",
+			func(c *Config, v string) error { return setInt(&c.HubMaxSetups, v, 1, 100_000) }},
+		{"hub-interest", "LIVEDROPS_HUB_INTEREST", "auto", "how a hub subscribes to creators: auto (one subject per followed creator, or one ld.creator.* wildcard when at least half the creators that published lately have a local follower, back below a third) or per-creator",
+			func(c *Config, v string) error {
+				if v != "auto" && v != "per-creator" {
+					return errors.New(`want "auto" or "per-creator"`)
+				}
+				c.HubInterest = v
+				return nil
+			}},
+		{"hub-gc-growth", "LIVEDROPS_HUB_GC_GROWTH", "0.25", "a hub collects garbage at a quiet moment (no fan-out for a second) once its heap grew by this share of its live size; 0: off (GOGC alone decides)",
+			func(c *Config, v string) error {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil || f < 0 || f > 10 {
+					return errors.New("want a share from 0 (off) to 10")
+				}
+				c.HubGCGrowth = f
+				return nil
+			}},
 		{"nats-sync", "LIVEDROPS_NATS_SYNC", "always", "JetStream disk sync of the embedded NATS: always, or an interval such as 2m",
 			func(c *Config, v string) error {
 				if _, _, err := natslocal.ParseSync(v); err != nil {
@@ -244,6 +271,15 @@ func settings() []setting {
 				return nil
 			}},
 	}
+}
+
+func setInt(dst *int, v string, lo, hi int) error {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return fmt.Errorf("want %d..%d", lo, hi)
+	}
+	*dst = n
+	return nil
 }
 
 func setRate(dst *int, v string) error {
@@ -436,6 +472,10 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("stream_replicas", c.StreamReplicas),
 		slog.Float64("stock_rate", c.StockRate),
 		slog.String("debug_addr", c.DebugAddr),
+		slog.Int("hub_workers", c.HubWorkers),
+		slog.Int("hub_max_setups", c.HubMaxSetups),
+		slog.String("hub_interest", c.HubInterest),
+		slog.Float64("hub_gc_growth", c.HubGCGrowth),
 	)
 }
 

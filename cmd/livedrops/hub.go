@@ -63,14 +63,25 @@ func (a *App) mountHub(r chi.Router) error {
 		}
 		follows = lists
 	}
+	gcGrowth := cfg.HubGCGrowth
+	if gcGrowth == 0 {
+		gcGrowth = -1 // off
+	}
+	var activity hub.Activity = replayer
+	if cfg.HubInterest == "per-creator" {
+		activity = nil
+	}
 	h, err := hub.New(hub.Config{
 		AllowedOrigins:    cfg.AllowedOrigins,
 		MaxSocketsPerUser: cfg.MaxSocketsPerUser,
 		ReplayWindow:      cfg.ReplayWindow,
+		Workers:           cfg.HubWorkers,
+		MaxSetups:         cfg.HubMaxSetups,
+		GCGrowth:          gcGrowth,
 	}, hub.Deps{
 		Logger: a.logger, Registerer: a.registry, Verifier: a.tokens,
 		Follows: follows, Drops: queries, Sequences: queries,
-		Bus: bus, Replayer: replayer, Presence: presence, Activity: replayer,
+		Bus: bus, Replayer: replayer, Presence: presence, Activity: activity,
 	})
 	if err != nil {
 		bus.Close()

@@ -32,6 +32,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -57,6 +58,7 @@ type config struct {
 	drops                 int
 	every                 time.Duration
 	hubEnv                string
+	floor                 string
 }
 
 func main() {
@@ -77,6 +79,7 @@ func main() {
 	flag.BoolVar(&cfg.storm, "storm", false, "then a reconnect storm: every client of hub 0 reconnects at once to a fresh hub, resuming")
 	flag.IntVar(&cfg.drops, "drops", 1, "drops of the creator, started -every apart (each drop.started is measured)")
 	flag.DurationVar(&cfg.every, "every", 500*time.Millisecond, "time between two drops' start_time")
+	flag.StringVar(&cfg.floor, "floor", "bin/wsfloor", "the floor server (loadtest/wsfloor), measured after the hub in the same shape for the vs_floor ratios; empty: skip (skipped too when -sockets exceeds -per-gen)")
 	flag.StringVar(&cfg.hubEnv, "hub-env", "", "more environment of the hubs, space-separated KEY=VALUE (e.g. GOMAXPROCS=1)")
 	flag.IntVar(&cfg.concurrency, "concurrency", 100, "connects in flight per generator (each waits for its hello)")
 	flag.StringVar(&cfg.profile, "profile", "", "write pprof profiles of hub 0 to files with this prefix: CPU and block/mutex during the connect, CPU during the drops")
@@ -104,6 +107,11 @@ func run(ctx context.Context, cfg config) (err error) {
 	}
 	if cfg.hubBin, err = filepath.Abs(cfg.hubBin); err != nil {
 		return err
+	}
+	if cfg.floor != "" {
+		if cfg.floor, err = filepath.Abs(cfg.floor); err != nil {
+			return err
+		}
 	}
 	if cfg.dir == "" {
 		if cfg.dir, err = os.MkdirTemp("", "fanoutbench-"); err != nil {
@@ -382,12 +390,125 @@ func run(ctx context.Context, cfg config) (err error) {
 			return err
 		}
 	}
+	floor := ""
+	if cfg.floor != "" && cfg.sockets <= cfg.perGen {
+		// The floor runs alone: the LiveDrops processes and their clients stop first.
+		for _, p := range slices.Concat(gs, hubs, others) {
+			p.stop()
+		}
+		fs, err := floorRun(ctx, cfg, wsfan, tokensFile)
+		if err != nil {
+			return fmt.Errorf("floor: %w", err)
+		}
+		floor = fmt.Sprintf(" floor_connect_s=%.2f floor_last_worst_ms=%.0f floor_last_median_ms=%.0f floor_first_last_ms=%.0f "+
+			"floor_rss_per_socket_kib=%.1f floor_cpu_us_per_delivery=%.1f vs_floor_connect=%.2f vs_floor_last_worst=%.2f vs_floor_last_median=%.2f",
+			fs.connectS, fs.lastWorst, fs.lastMedian, fs.firstLast, fs.rssPerSocket, fs.cpuPer,
+			connectS/fs.connectS, pctf(lasts, 1)/fs.lastWorst, pctf(lasts, 0.5)/fs.lastMedian)
+	}
 	fmt.Printf("RESULT hubs=%d sockets=%d drops=%d connect_s=%.2f sockets_per_s=%.0f p50_ms=%.0f p99_ms=%.0f "+
-		"last_worst_ms=%.0f last_median_ms=%.0f first_last_ms=%.0f missing=%d rss_per_socket_kib=%.1f cpu_us_per_delivery=%.1f\n",
+		"last_worst_ms=%.0f last_median_ms=%.0f first_last_ms=%.0f missing=%d rss_per_socket_kib=%.1f cpu_us_per_delivery=%.1f%s\n",
 		cfg.hubs, cfg.sockets, cfg.drops, connectS, float64(connected)/connectS, pctf(all, 0.5), pctf(all, 0.99),
 		pctf(lasts, 1), pctf(lasts, 0.5), firstLast, cfg.sockets*cfg.drops-received,
-		busyRSS/float64(max(1, connected)), cpuPer)
+		busyRSS/float64(max(1, connected)), cpuPer, floor)
 	return nil
+}
+
+// floorStats are the floor's figures, measured as the hub's.
+type floorStats struct {
+	connectS, lastWorst, lastMedian, firstLast, rssPerSocket, cpuPer float64
+}
+
+// floorRun measures the floor (loadtest/wsfloor) in the shape of the hub's run: the same generator, the
+// same sockets and connects in flight, the same drops -every apart, each broadcast at its start_time.
+func floorRun(ctx context.Context, cfg config, wsfan, tokensFile string) (floorStats, error) {
+	var fs floorStats
+	port, err := pglocal.FreePort()
+	if err != nil {
+		return fs, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	floor, err := startProc("floor", exec.Command(cfg.floor, "-addr", addr), cfg.dir)
+	if err != nil {
+		return fs, err
+	}
+	defer floor.stop()
+	floor.addr = addr
+	if err := waitHTTP(ctx, "http://"+addr+"/healthz", 30*time.Second); err != nil {
+		return fs, err
+	}
+	idle := rssKiB(floor.cmd.Process.Pid)
+	genWait := cfg.settle + cfg.startIn + time.Duration(cfg.drops)*cfg.every + cfg.wait
+	out := cfg.dir + "/lat-floor.txt"
+	gen, err := startProc("floor-gen", exec.Command(wsfan, "-url", "ws://"+addr+"/ws", "-tokens", tokensFile,
+		"-count", strconv.Itoa(cfg.sockets), "-src-base", "200", "-wait", genWait.String(), "-out", out,
+		"-concurrency", strconv.Itoa(cfg.concurrency), "-expect", strconv.Itoa(cfg.drops)), cfg.dir)
+	if err != nil {
+		return fs, err
+	}
+	defer gen.stop()
+	line, err := gen.waitLine(ctx, "READY", 10*time.Minute)
+	if err != nil {
+		return fs, fmt.Errorf("%s: %w (log: %s)", gen.name, err, gen.logPath)
+	}
+	fs.connectS = floatField(line, "connect_s")
+	busy := settledRSS([]*proc{floor}, cfg.settle)
+	fs.rssPerSocket = busy / float64(max(1, cfg.sockets-intField(line, "failed")))
+	logf("floor: %d sockets in %.2fs, RSS %.0f MiB idle, %.0f MiB busy", cfg.sockets, fs.connectS, idle/1024, busy/1024)
+	first := time.Now().Add(cfg.startIn).Truncate(time.Millisecond)
+	time.Sleep(time.Until(first) - 200*time.Millisecond)
+	cpu0 := cpuTimes([]*proc{floor})
+	var posts sync.WaitGroup
+	for i := range cfg.drops {
+		at := first.Add(time.Duration(i) * cfg.every)
+		time.Sleep(time.Until(at))
+		body := fmt.Sprintf(`{"id":"%d","type":"drop.started","ts":%q,"creator_id":1,"drop_id":%d,"data":{"status":"live"}}`,
+			i+1, at.UTC().Format(time.RFC3339Nano), i+1)
+		posts.Go(func() {
+			resp, err := http.Post("http://"+addr+"/broadcast", "application/json", strings.NewReader(body))
+			if err == nil {
+				resp.Body.Close()
+			}
+		})
+	}
+	if _, err := gen.waitLine(ctx, "GOT", time.Duration(cfg.drops)*cfg.every+cfg.wait+time.Minute); err != nil {
+		return fs, fmt.Errorf("%s: %w (log: %s)", gen.name, err, gen.logPath)
+	}
+	cpu := cpuTimes([]*proc{floor}) - cpu0
+	posts.Wait()
+	done, err := gen.waitLine(ctx, "DONE", time.Minute)
+	if err != nil {
+		return fs, err
+	}
+	fs.cpuPer = cpu.Seconds() * 1e6 / float64(max(1, intField(done, "events")))
+	b, err := os.ReadFile(out)
+	if err != nil {
+		return fs, err
+	}
+	perDrop := map[int64][]float64{}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 2 {
+			id, _ := strconv.ParseInt(f[0], 10, 64)
+			v, _ := strconv.ParseFloat(f[1], 64)
+			perDrop[id] = append(perDrop[id], v)
+		}
+	}
+	var lasts []float64
+	for id := int64(1); id <= int64(cfg.drops); id++ {
+		last := math.NaN()
+		if l := perDrop[id]; len(l) > 0 {
+			last = slices.Max(l)
+		}
+		if id == 1 {
+			fs.firstLast = last
+		}
+		lasts = append(lasts, last)
+	}
+	slices.Sort(lasts)
+	fs.lastWorst, fs.lastMedian = pctf(lasts, 1), pctf(lasts, 0.5)
+	logf("floor: last receiver worst %.0f ms, median %.0f ms, first drop %.0f ms; %.1f µs of CPU per delivery (%s)",
+		fs.lastWorst, fs.lastMedian, fs.firstLast, fs.cpuPer, strings.TrimSpace(done))
+	return fs, nil
 }
 
 // serviceEnv names the services every livedrops process of the run uses.
@@ -759,6 +880,7 @@ func createDatabase(ctx context.Context, adminURL string) error {
 type proc struct {
 	name, addr, logPath string
 	debugAddr           string
+	stopped             bool
 	doneLine            string
 	cmd                 *exec.Cmd
 	lines               chan string
@@ -815,9 +937,10 @@ func (p *proc) waitLine(ctx context.Context, prefix string, timeout time.Duratio
 }
 
 func (p *proc) stop() {
-	if p.cmd.Process == nil {
+	if p.cmd.Process == nil || p.stopped {
 		return
 	}
+	p.stopped = true
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan struct{})
 	go func() { _ = p.cmd.Wait(); close(done) }()
