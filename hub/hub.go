@@ -269,7 +269,6 @@ type Hub struct {
 	seqCache     *seqCache
 
 	presence *presenceTracker
-	scratch  sync.Pool // *[]byte: a frame is assembled in one before its single write
 
 	draining atomic.Bool
 	stop     chan struct{}
@@ -319,7 +318,6 @@ func New(cfg Config, deps Deps) (*Hub, error) {
 		recent:   newRecentIDs(cfg.RecentIDs),
 		stop:     make(chan struct{}),
 	}
-	h.scratch.New = func() any { b := make([]byte, 0, 2048); return &b }
 	h.interest = newInterest(cfg.Shards, deps.Bus, h.deliver, m)
 	h.flushes.gen = &h.interest.gen
 	h.presence = newPresenceTracker(h)

@@ -298,6 +298,8 @@ func run(ctx context.Context, cfg config) (err error) {
 			cfg.drops, time.Until(first).Round(time.Millisecond))
 	}
 	time.Sleep(time.Until(first) - 200*time.Millisecond)
+	worker := others[0]
+	before := breakdown(worker, hubs)
 	cpu0 := cpuTimes(hubs)
 	gen0 := cpuTimes(gs)
 	others0 := cpuTimes(others)
@@ -331,6 +333,9 @@ func run(ctx context.Context, cfg config) (err error) {
 	if waitDropProfile != nil {
 		waitDropProfile()
 	}
+	after := breakdown(worker, hubs)
+	logf("where the time went, mean per drop.started: scheduler start_time→commit %.1f ms, relay insert→stream ack %.1f ms, hubs ts→socket write %.1f ms",
+		after.mean(before, 0), after.mean(before, 1), after.mean(before, 2))
 	var all []float64
 	perDrop := map[int64][]float64{}
 	for g := range gs {
@@ -511,6 +516,32 @@ func floorRun(ctx context.Context, cfg config, wsfan, tokensFile string) (floorS
 	return fs, nil
 }
 
+// latencySums are (sum, count) of the scheduler's start lag, the relay's publish latency and the hubs'
+// drop.started delivery time, read from /metrics.
+type latencySums [3][2]float64
+
+func breakdown(worker *proc, hubs []*proc) latencySums {
+	var l latencySums
+	l[0][0] = scrape(worker.addr, `livedrops_scheduler_lag_seconds_sum{transition="start"}`)
+	l[0][1] = scrape(worker.addr, `livedrops_scheduler_lag_seconds_count{transition="start"}`)
+	l[1][0] = scrape(worker.addr, `livedrops_relay_publish_latency_seconds_sum`)
+	l[1][1] = scrape(worker.addr, `livedrops_relay_publish_latency_seconds_count`)
+	for _, h := range hubs {
+		l[2][0] += scrape(h.addr, `livedrops_hub_delivery_seconds_sum{type="drop.started"}`)
+		l[2][1] += scrape(h.addr, `livedrops_hub_delivery_seconds_count{type="drop.started"}`)
+	}
+	return l
+}
+
+// mean is the mean in ms of series i between before and l.
+func (l latencySums) mean(before latencySums, i int) float64 {
+	n := l[i][1] - before[i][1]
+	if n <= 0 {
+		return math.NaN()
+	}
+	return (l[i][0] - before[i][0]) / n * 1000
+}
+
 // serviceEnv names the services every livedrops process of the run uses.
 type serviceEnv struct{ db, redis, nats string }
 
@@ -659,7 +690,7 @@ func startRole(cfg config, env serviceEnv, role, name string) (*proc, error) {
 	if role == "hub" {
 		cmd.Env = append(cmd.Env, "GODEBUG="+cfg.godebug, "GOGC="+cfg.gogc)
 		cmd.Env = append(cmd.Env, strings.Fields(cfg.hubEnv)...)
-		if cfg.profile != "" && name == "hub-0" {
+		if cfg.profile != "" && (name == "hub-0" || name == "hub-storm") {
 			dport, err := pglocal.FreePort()
 			if err != nil {
 				return nil, err
@@ -803,6 +834,9 @@ func storm(ctx context.Context, cfg config, wsfan, tokensFile string, dead *proc
 		}
 	}
 	per := int(math.Ceil(float64(cfg.sockets) / float64(len(gens))))
+	if cfg.profile != "" {
+		defer profileAsync(fresh, "profile", 8*time.Second, cfg.profile+"storm.cpu.pprof")()
+	}
 	cpu0 := cpuTimes([]*proc{fresh})
 	self0 := selfCPU()
 	start := time.Now()
