@@ -310,9 +310,11 @@ func (h *Hub) join(ctx context.Context, c *conn) error {
 	h.reg.addConn(c)
 	if first {
 		h.presence.online(c.userID)
+		h.m.loadsWaiting.Inc()
 		select {
 		case h.loads <- u:
 		case <-ctx.Done():
+			h.m.loadsWaiting.Dec()
 			h.finishLoad(u, nil, fmt.Errorf("hub: follow list: %w", ctx.Err()))
 		}
 	}

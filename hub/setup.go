@@ -224,6 +224,7 @@ func (h *Hub) loader() {
 				break more
 			}
 		}
+		h.m.loadsWaiting.Sub(float64(len(batch)))
 		h.loadBatch(batch)
 		clear(batch)
 	}

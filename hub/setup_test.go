@@ -44,18 +44,60 @@ func TestSetupStageBatchesAndBounds(t *testing.T) {
 		e.users(u)
 		e.follow(u, 1)
 	}
-	follows := &gatedFollows{gate: make(chan struct{})}
-	n := e.startHubWith(hub.Config{MaxSetups: 16, SetupLoaders: 1}, func(d *hub.Deps) {
-		follows.Follows = d.Follows
-		d.Follows = follows
-	})
-
-	var wg sync.WaitGroup
-	clients := make([]*client, users)
-	for i := range users {
-		wg.Go(func() { clients[i] = n.dialWS(int64(2+i), dialOpts{}) })
+	gated := func(cfg hub.Config) (*node, *gatedFollows) {
+		follows := &gatedFollows{gate: make(chan struct{})}
+		n := e.startHubWith(cfg, func(d *hub.Deps) {
+			follows.Follows = d.Follows
+			d.Follows = follows
+		})
+		return n, follows
 	}
-	// The stage fills up to its bound and no further while the store holds the first batch.
+	dialAll := func(n *node) []*client {
+		var wg sync.WaitGroup
+		clients := make([]*client, users)
+		for i := range users {
+			wg.Go(func() { clients[i] = n.dialWS(int64(2+i), dialOpts{}) })
+		}
+		wg.Wait()
+		return clients
+	}
+
+	// Batching: every socket is in the stage while the store holds the first read; the other 39 users
+	// wait for the loader together and are read in one call.
+	n, follows := gated(hub.Config{MaxSetups: 64, SetupLoaders: 1})
+	clients := dialAll(n)
+	waitFor(t, "every socket in setup, all but the first user waiting for the loader", func() bool {
+		return n.metric("livedrops_hub_setups_in_progress") == users && n.metric("livedrops_hub_follow_loads_waiting") == users-1
+	})
+	close(follows.gate)
+	for _, c := range clients {
+		c.hello()
+	}
+	ev := e.publish(creatorEvent(fanout.DropStarted, 1, 100))
+	for _, c := range clients {
+		c.expect(ev)
+	}
+	if got := follows.users.Load(); got != users {
+		t.Errorf("users read: %d, want %d (each once)", got, users)
+	}
+	if calls := follows.calls.Load(); calls != 2 {
+		t.Errorf("%d follow-list reads for %d users arriving together, want 2 (the first, then the rest)", calls, users)
+	}
+	// One confirmation before each read and one for the creator's subject (the users' own are covered).
+	if got := n.metric("livedrops_hub_confirmations_total"); got > 3 {
+		t.Errorf("%v confirmations for %d sockets arriving together, want at most 3", got, users)
+	}
+	if got, want := n.histSum("livedrops_hub_follow_load_batch_users"), float64(users); got != want {
+		t.Errorf("users over the load batches: %v, want %v", got, want)
+	}
+	for _, c := range clients {
+		c.close()
+	}
+
+	// Bound: the stage fills up to MaxSetups and no further while the store holds the reads.
+	n, follows = gated(hub.Config{MaxSetups: 16, SetupLoaders: 1})
+	var wg sync.WaitGroup
+	wg.Go(func() { clients = dialAll(n) })
 	waitFor(t, "setup stage full", func() bool { return n.metric("livedrops_hub_setups_in_progress") == 16 })
 	time.Sleep(100 * time.Millisecond)
 	if got := n.metric("livedrops_hub_setups_in_progress"); got != 16 {
@@ -66,25 +108,8 @@ func TestSetupStageBatchesAndBounds(t *testing.T) {
 	for _, c := range clients {
 		c.hello()
 	}
-	ev := e.publish(creatorEvent(fanout.DropStarted, 1, 100))
-	for _, c := range clients {
-		c.expect(ev)
-	}
 	if got := n.metric("livedrops_hub_setups_in_progress"); got != 0 {
 		t.Errorf("sockets in setup after the hellos: %v, want 0", got)
-	}
-	if got := follows.users.Load(); got != users {
-		t.Errorf("users read: %d, want %d (each once)", got, users)
-	}
-	// The first read took one user; the 15 that arrived meanwhile wait together for the next read.
-	if calls := follows.calls.Load(); calls > users/4 {
-		t.Errorf("%d follow-list reads for %d users: the setups were not batched", calls, users)
-	}
-	if got := n.metric("livedrops_hub_confirmations_total"); got >= users {
-		t.Errorf("%v confirmations for %d sockets: not shared", got, users)
-	}
-	if got, want := n.histSum("livedrops_hub_follow_load_batch_users"), float64(users); got != want {
-		t.Errorf("users over the load batches: %v, want %v", got, want)
 	}
 }
 
