@@ -13,7 +13,7 @@ import (
 
 // debugServer serves Go's profiles on LIVEDROPS_DEBUG_ADDR, a listener of its own so that /debug/pprof/
 // never shares the public port. Block and mutex profiling are switched on with it (a runtime setting of
-// the whole process): a blocking event of 10 µs or more is sampled, and one mutex contention in 100.
+// the whole process): about one blocking event per millisecond blocked is sampled, and one mutex contention in 100.
 type debugServer struct {
 	srv *http.Server
 	ln  net.Listener
@@ -24,7 +24,7 @@ func startDebug(addr string, logger *slog.Logger) (*debugServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("debug listener on %s: %w", addr, err)
 	}
-	runtime.SetBlockProfileRate(int(10 * time.Microsecond))
+	runtime.SetBlockProfileRate(int(time.Millisecond))
 	runtime.SetMutexProfileFraction(100)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
