@@ -66,14 +66,15 @@ type Bus interface {
 	Flush(ctx context.Context) error
 }
 
-// Replayer reads what a stream still holds. Replay calls fn, oldest first, once per message, with each
-// message stored after stream sequence after on one of subjects, and with only the newest such message
-// of each of newest, up to at least what was stored when Replay was called; complete is false when it
+// Replayer reads what a stream still holds. Replay calls fn, oldest first, once per message (its
+// sequence, subject and data), with each message stored after stream sequence after on one of subjects,
+// and with only the newest such message of each of newest, up to at least what was stored when Replay
+// was called; complete is false when it
 // cannot give everything: more than limit messages, or the message at after is no longer stored (the gap
 // is older than the stream keeps).
 type Replayer interface {
 	Replay(ctx context.Context, after uint64, subjects, newest []string, limit int,
-		fn func(seq uint64, data []byte)) (complete bool, err error)
+		fn func(seq uint64, subject string, data []byte)) (complete bool, err error)
 }
 
 // Presence records which users have a socket on this hub, for the push notifier: Add when a user's
@@ -122,8 +123,11 @@ type Config struct {
 	// ReplayLimit is the most events one resume replays; a longer gap is answered recovered:false.
 	// Default 1000.
 	ReplayLimit int
-	// MaxResumes caps resumes in progress at once (a reconnect storm queues). Default 64.
+	// MaxResumes is how many replay reads run at once; each serves every resume waiting when it starts
+	// (up to ReplayBatch), so a reconnect storm queues for few reads of the stream (resume.go). Default 4.
 	MaxResumes int
+	// ReplayBatch is the most resumes one replay read serves. Default 256.
+	ReplayBatch int
 	// SetupTimeout bounds setting a socket up: waiting for the setup stage, loading follows, resuming.
 	// Default 10s.
 	SetupTimeout time.Duration
@@ -197,7 +201,8 @@ func (c Config) withDefaults() Config {
 	def(&c.Shards, 64)
 	defDur(&c.ReplayWindow, 10*time.Minute)
 	def(&c.ReplayLimit, 1000)
-	def(&c.MaxResumes, 64)
+	def(&c.MaxResumes, 4)
+	def(&c.ReplayBatch, 256)
 	defDur(&c.SetupTimeout, 10*time.Second)
 	defDur(&c.DrainSpread, 10*time.Second)
 	def(&c.MaxSetups, 256)
@@ -256,8 +261,8 @@ type Hub struct {
 	jobs       chan job
 	evSeq      atomic.Uint64
 	connSeq    atomic.Uint64
-	resumes    chan struct{} // semaphore of resumes in progress
-	setups     chan struct{} // semaphore of the setup stage
+	replays    chan *replayReq // resumes waiting for a replay read
+	setups     chan struct{}   // semaphore of the setup stage
 	setupsDone atomic.Uint64
 	lastFanOut atomic.Int64 // unix ns of the last fan-out to many sockets
 	loads      chan *user   // users whose follow list is to be read
@@ -310,7 +315,7 @@ func New(cfg Config, deps Deps) (*Hub, error) {
 		m:        m,
 		reg:      newRegistry(cfg.Shards),
 		jobs:     make(chan job, 4096),
-		resumes:  make(chan struct{}, cfg.MaxResumes),
+		replays:  make(chan *replayReq, cfg.MaxSetups),
 		setups:   make(chan struct{}, cfg.MaxSetups),
 		loads:    make(chan *user, cfg.MaxSetups),
 		flushes:  &flushGroup{bus: deps.Bus, timeout: cfg.SetupTimeout, m: m},
@@ -328,6 +333,10 @@ func New(cfg Config, deps Deps) (*Hub, error) {
 	for range cfg.SetupLoaders {
 		h.bg.Add(1)
 		go h.loader()
+	}
+	for range cfg.MaxResumes {
+		h.bg.Add(1)
+		go h.replayer()
 	}
 	if deps.Activity != nil {
 		h.bg.Add(1)

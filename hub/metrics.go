@@ -85,6 +85,7 @@ type metrics struct {
 	flushWaiters     prometheus.Histogram
 	loadBatch        prometheus.Histogram
 	loadsWaiting     prometheus.Gauge
+	replayBatch      prometheus.Histogram
 	confirmSkipped   prometheus.Counter
 	ignored          prometheus.Counter
 	interestMode     prometheus.Gauge
@@ -142,6 +143,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Help: "Callers served by one confirmation round trip.", Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}})
 	m.loadsWaiting = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "follow_loads_waiting",
 		Help: "Users waiting for a loader to read their follow list."})
+	m.replayBatch = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "replay_batch_resumes",
+		Help: "Resumes one replay read of the stream served.", Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}})
 	m.loadBatch = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "follow_load_batch_users",
 		Help: "Users whose follow lists one read fetched.", Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}})
 	m.confirmSkipped = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "confirmations_skipped_total",
@@ -185,7 +188,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	var errs []error
 	for _, c := range []prometheus.Collector{m.sockets, m.subscriptions, m.queued, m.slowSockets, m.received, written,
 		latency, m.dropped, m.disconnects, m.refused, m.resumes, m.replayed, m.resumeSeconds, setup,
-		m.settingUp, m.flushes, m.flushWaiters, m.loadBatch, m.loadsWaiting, m.confirmSkipped, m.ignored, m.interestMode,
+		m.settingUp, m.flushes, m.flushWaiters, m.loadBatch, m.loadsWaiting, m.replayBatch, m.confirmSkipped, m.ignored, m.interestMode,
 		m.interestShare, m.interestSwitches, m.collections} {
 		errs = append(errs, reg.Register(c))
 	}
