@@ -2,23 +2,33 @@
 // Server-Sent Events (GET /events) connections of users and writes each live event to every local
 // recipient. docs/protocol.md is the clients' reference; this comment is the map of the code.
 //
-// Interest: a user's sockets on this hub share one entry that knows whom the user follows (loaded once
-// from the store, paged, then kept current by follow.changed events). A sharded registry indexes users
-// under the creators they follow and sockets under the drops they watch. The hub holds one NATS
-// subscription per subject that at least one local socket needs (ld.user.<id>, ld.creator.<id>,
-// ld.drop.<id>), reference counted, and drops it when the last interested socket leaves.
+// Setup (setup.go): a socket is set up inside a bounded stage (Config.MaxSetups at once); the first
+// socket of a user hands the user to a loader that reads the follow lists of every user waiting in one
+// call (the Redis cache, then one query), and one NATS round trip confirms the subscriptions of every
+// socket waiting. A socket is greeted (hello) only once its subscriptions are in force at the server.
+// After a connect burst the hub returns the burst's memory to the OS, and it collects garbage at quiet
+// moments rather than during fan-outs.
 //
-// Fan-out: an event is decoded once, its bytes are shared by every recipient (the WebSocket text frame
-// and, built once on first use, the SSE record), and the recipients are split into chunks that a few
-// worker goroutines write in place. Each socket has a bounded queue used only while it is busy; the
-// hijacked connection never blocks a worker (transport.go): a socket whose kernel buffer is full gets a
-// goroutine of its own until it catches up or stalls past Config.WriteTimeout. stock.changed is
-// coalesced to the newest value per drop for a busy socket; any other event that does not fit closes
-// the socket with CloseSlowReader, so its client resumes. Every drop and disconnect is counted.
+// Interest (interest.go): a user's sockets on this hub share one entry that knows whom the user follows
+// (loaded once, then kept current by follow.changed events). A sharded registry indexes users under the
+// creators they follow and sockets under the drops they watch. The hub holds one NATS subscription per
+// subject that at least one local socket needs (ld.user.<id>, ld.creator.<id>, ld.drop.<id>), reference
+// counted; when most creators that publish have a local follower, one ld.creator.* subscription
+// replaces the per-creator ones (and back, with hysteresis), without losing or doubling an event.
+//
+// Fan-out: an event is decoded once, its bytes are shared by every recipient (the WebSocket frame and the
+// SSE record, each built once on first use), and the recipients are split into chunks that a few worker
+// goroutines write in place, one write system call per socket. Each socket has a bounded queue used only
+// while it is busy; the hijacked connection never blocks a worker (transport.go): a socket whose kernel
+// buffer is full gets a goroutine of its own until it catches up or stalls past Config.WriteTimeout.
+// stock.changed is coalesced to the newest value per drop for a busy socket; any other event that does
+// not fit closes the socket with CloseSlowReader, so its client resumes. Every drop and disconnect is
+// counted. Keep-alive pings are frames like any other (keepalive.go).
 //
 // Resume (resume.go): a socket that connects with ?since=<event id> (or Last-Event-ID) buffers its live
-// events, replays from JetStream what it missed on its subjects, and then releases the buffer without
-// the events the replay already sent: no gap and no duplicate, whichever hub the client lands on.
+// events, replays from JetStream what it missed on its subjects (resumes arriving together share the
+// reads), and then releases the buffer without the events the replay already sent: no gap and no
+// duplicate, whichever hub the client lands on.
 package hub
 
 import (

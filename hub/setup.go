@@ -30,7 +30,7 @@ import (
 // Order inside a user's load: the user's own subject is subscribed and confirmed before the list is read,
 // so a follow.changed committed after the read reaches the hub live (and waits in user.pending).
 
-// errSetupBusy: no place in the setup stage within Config.SetupTimeout.
+// errSetupBusy: no place in the setup stage within Config.AdmitTimeout.
 var errSetupBusy = errors.New("hub: setup stage full")
 
 // admit waits for a place in the setup stage, at most Config.AdmitTimeout; release gives it back.
