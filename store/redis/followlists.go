@@ -208,7 +208,7 @@ func (f *FollowLists) read(ctx context.Context, users []int64, versions []string
 				return nil, nil, err
 			}
 			var ids []int64
-			if err := json.Unmarshal(b, &ids); err != nil {
+			if len(b) == 0 || b[0] != '[' || json.Unmarshal(b, &ids) != nil {
 				// A value this version cannot read: load it again (and overwrite it).
 				delete(out, u)
 				misses = append(misses, u)
