@@ -18,7 +18,7 @@ FANOUT_ARGS ?=
 GOFILES = $(shell find . \( -path ./.git -o -path ./bin -o -path ./data -o -name node_modules \) -prune \
 	-o -name '*.go' -type f -print)
 
-.PHONY: run test lint build fmt clean-data bench-reads bench-orders bench-events bench-fanout
+.PHONY: run test lint lint-k6 lint-openapi build fmt clean-data bench-reads bench-orders bench-events bench-fanout
 
 ## run: every role in one process on :8080, with PostgreSQL, Redis and NATS started in ./data.
 # Installs redis-server and the PostgreSQL server binaries first when they are missing. The binary
@@ -28,9 +28,10 @@ run:
 	$(GO) build -o $(BIN) ./cmd/livedrops
 	exec ./$(BIN) all $(ARGS)
 
-## test: install missing system packages, lint, then every test with the race detector.
+## test: install missing system packages, lint, then every test with the race detector (prometheus and
+# nginx for the tests of deploy/).
 test:
-	@.ci/deps.sh redis-server postgresql docker-compose
+	@.ci/deps.sh redis-server postgresql docker-compose prometheus nginx
 	@$(MAKE) --no-print-directory lint
 	$(GO) test -race -count=1 ./...
 
@@ -49,6 +50,23 @@ lint:
 	@command -v docker-compose >/dev/null || \
 		{ echo "docker-compose is missing: .ci/deps.sh docker-compose installs it"; exit 1; }
 	docker-compose -f docker-compose.yml config -q
+	@$(MAKE) --no-print-directory lint-k6 lint-openapi
+
+# npm folders of the lint (their own package.json and lock): `npm ci` into the folder's node_modules
+# when it is missing or older than the lock.
+NPM_CI = [ "$$d/node_modules/.package-lock.json" -nt "$$d/package-lock.json" ] || \
+	(cd "$$d" && npm ci --no-audit --no-fund --loglevel=error)
+
+## lint-k6: type-check the k6 scripts against @types/k6 (TypeScript pinned in loadtest/k6/package.json).
+lint-k6:
+	@d=loadtest/k6; $(NPM_CI)
+	cd loadtest/k6 && ./node_modules/.bin/tsc --checkJs --noEmit -p jsconfig.json
+
+## lint-openapi: Redocly CLI's recommended rules, warnings as errors, on api/openapi.yaml.
+lint-openapi:
+	@d=api/lint; $(NPM_CI)
+	cd api/lint && REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true \
+		./node_modules/.bin/redocly lint --config redocly.yaml ../openapi.yaml
 
 ## build: the binary at bin/livedrops.
 build:
@@ -84,14 +102,15 @@ bench-orders:
 	$(GO) build -o $(BIN) ./cmd/livedrops
 	$(GO) run ./loadtest/orders -bin $(BIN) $(ORDERS_ARGS)
 
-## bench-events: the outbox relay's commit-to-stream latency under 2,000 outbox rows a second and how
-# late drop.started is after start_time over 200 drops starting meanwhile, with JetStream syncing every
-# write, then on an interval (2m); on a PostgreSQL and an embedded NATS it starts in a temporary dir and
-# removes after, the relay and the scheduler running in the generator as the worker runs them
-# (BENCHMARKS.md).
+## bench-events: the outbox relay's commit-to-stream latency under 2,000 writes a second through the
+# REST API (orders and follows, one outbox row each) and how late drop.started is after start_time
+# over 200 drops starting meanwhile (posted with POST /drops), with JetStream syncing every write, then
+# on an interval (2m): each time a fresh `livedrops seed` data dir and `livedrops all` on it, its
+# worker running the relay and the scheduler, the stream read by a NATS consumer (BENCHMARKS.md).
 bench-events:
-	@.ci/deps.sh postgresql
-	$(GO) run ./loadtest/events $(EVENTS_ARGS)
+	@.ci/deps.sh redis-server postgresql
+	$(GO) build -o $(BIN) ./cmd/livedrops
+	$(GO) run ./loadtest/events -bin $(BIN) $(EVENTS_ARGS)
 
 ## bench-fanout: one creator's drops to the sockets of all its followers: 19,900 on one hub by
 # default, FANOUT_ARGS="-drops 20 -every 500ms" for a train of drops, FANOUT_ARGS="-hubs 6 -sockets 100000"

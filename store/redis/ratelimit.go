@@ -63,6 +63,9 @@ func NewLimiter(rdb goredis.UniversalClient, cfg LimiterConfig, reg prometheus.R
 	if err != nil {
 		return nil, err
 	}
+	for _, result := range []string{"allowed", "limited", "error"} {
+		decisions.WithLabelValues(cfg.Name, result) // at 0 from the start, for rules and dashboards
+	}
 	return &Limiter{
 		cfg:       cfg,
 		limiter:   redis_rate.NewLimiter(rdb),
