@@ -37,7 +37,7 @@ const (
 	refuseOverCap  = "over_cap"
 	refuseDraining = "draining"
 	refuseBadWatch = "bad_watch"
-	refuseBusy     = "busy" // no place in the setup stage within the setup timeout
+	refuseBusy     = "busy" // no place in the setup stage within Config.AdmitTimeout
 )
 
 // Outcomes of a resume, the label of livedrops_hub_resumes_total.
@@ -183,7 +183,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range []string{dropCoalesced, dropSlowReader, dropClosed, dropMalformed, dropDuplicate} {
 		m.dropped.WithLabelValues(r)
 	}
-	for _, r := range []string{refuseNoToken, refuseBadToken, refuseOrigin, refuseOverCap, refuseDraining, refuseBadWatch} {
+	for _, r := range []string{refuseNoToken, refuseBadToken, refuseOrigin, refuseOverCap, refuseDraining, refuseBadWatch, refuseBusy} {
 		m.refused.WithLabelValues(r)
 	}
 	for _, o := range []string{resumeRecovered, resumeMalformed, resumeUnknown, resumeTooOld, resumeError, resumeNoReplay} {
