@@ -122,14 +122,14 @@ func TestNoGoroutineLeftAfterSocketsClose(t *testing.T) {
 func TestKeepAliveClosesDeadPeers(t *testing.T) {
 	e := newEnv(t)
 	seedGraph(e)
-	n := e.startHub(hub.Config{KeepAlive: 200 * time.Millisecond, PongTimeout: 300 * time.Millisecond})
+	n := e.startHub(hub.Config{KeepAlive: 400 * time.Millisecond, PongTimeout: 1500 * time.Millisecond})
 	alive := n.dialWS(1, dialOpts{}) // coder/websocket answers pings while it reads
 	alive.hello()
 	dead := n.dialRaw(2) // reads nothing, answers nothing
 	waitFor(t, "the dead peer closed", func() bool {
 		return n.metric("livedrops_hub_disconnects_total", "reason", "keepalive") == 1
 	})
-	time.Sleep(600 * time.Millisecond) // more keep-alive rounds
+	time.Sleep(2 * time.Second) // more keep-alive rounds than the pong timeout
 	if got := n.metric("livedrops_hub_disconnects_total", "reason", "keepalive"); got != 1 {
 		t.Errorf("keep-alive closes: %v, want 1 (the peer that answers stays)", got)
 	}
