@@ -38,6 +38,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -155,6 +156,12 @@ type Config struct {
 	// a connect burst's garbage does not stay in the RSS (setup.go, releaseLoop). Default 1000;
 	// negative: never.
 	ReleaseAfter int
+	// BurstGCPercent is the GOGC of the process while a connect burst lasts that fills the setup stage
+	// (MaxSetups sockets in setup, others queueing: a reconnect storm), until a second without a setup:
+	// the burst's heap only grows, so collections then cost much and free little; the process's own setting comes back after it, before the burst's
+	// memory is returned (ReleaseAfter). GOGC is the process's: run one hub per process (the binary
+	// does). Default 200; negative: GOGC is never changed.
+	BurstGCPercent int
 	// GCGrowth: when the heap has grown by this share of its live size since the last collection and
 	// no event was fanned out for a second, the hub collects (runtime.GC) at that quiet moment rather
 	// than in a later fan-out. Default 0.25; negative: never (GOGC alone decides).
@@ -225,6 +232,9 @@ func (c Config) withDefaults() Config {
 	if c.GCGrowth == 0 {
 		c.GCGrowth = 0.25
 	}
+	if c.BurstGCPercent == 0 {
+		c.BurstGCPercent = 200
+	}
 	defDur(&c.PresenceHeartbeat, 10*time.Second)
 	defDur(&c.PresenceRefresh, 20*time.Minute)
 	def(&c.RecentIDs, 16384)
@@ -275,6 +285,8 @@ type Hub struct {
 	setups     chan struct{}   // semaphore of the setup stage
 	setupsDone atomic.Uint64
 	lastFanOut atomic.Int64 // unix ns of the last fan-out to many sockets
+	burst      atomic.Bool  // a connect burst raised GOGC
+	gcPercent  atomic.Int64 // the GOGC to restore after it
 	loads      chan *user   // users whose follow list is to be read
 	flushes    *flushGroup
 
@@ -352,7 +364,7 @@ func New(cfg Config, deps Deps) (*Hub, error) {
 		h.bg.Add(1)
 		go h.adaptLoop()
 	}
-	if cfg.ReleaseAfter > 0 || cfg.GCGrowth > 0 {
+	if cfg.ReleaseAfter > 0 || cfg.GCGrowth > 0 || cfg.BurstGCPercent > 0 {
 		h.bg.Add(1)
 		go h.releaseLoop()
 	}
@@ -399,6 +411,9 @@ func (h *Hub) shutdown(ctx context.Context) error {
 	close(h.stop)
 	h.bg.Wait()
 	h.flushes.wg.Wait()
+	if h.burst.Load() {
+		debug.SetGCPercent(int(h.gcPercent.Load()))
+	}
 	h.interest.releaseAll()
 	h.log.Info("hub drained", "sockets", len(conns), "duration_ms", h.cfg.Now().Sub(start).Milliseconds())
 	return err

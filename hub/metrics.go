@@ -92,6 +92,7 @@ type metrics struct {
 	interestShare    prometheus.Gauge
 	interestSwitches *prometheus.CounterVec
 	collections      *prometheus.CounterVec
+	bursts           prometheus.Counter
 }
 
 // Stages of a socket's setup, the label of livedrops_hub_setup_seconds.
@@ -160,6 +161,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.collections = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "gc_forced_total",
 		Help: "Garbage collections the hub ran itself, by why: burst (a connect burst ended: memory returned to " +
 			"the OS), quiet (the heap grew and no fan-out ran)."}, []string{"why"})
+	m.bursts = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "connect_bursts_total",
+		Help: "Connect bursts that filled the setup stage, during which GOGC was raised."})
 	m.collections.WithLabelValues("burst")
 	m.collections.WithLabelValues("quiet")
 	m.interestSwitches.WithLabelValues("wildcard")
@@ -195,7 +198,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range []prometheus.Collector{m.sockets, m.subscriptions, m.queued, m.slowSockets, m.received, written,
 		latency, m.dropped, m.disconnects, m.refused, m.resumes, m.replayed, m.resumeSeconds, setup,
 		m.settingUp, m.flushes, m.flushWaiters, m.loadBatch, m.loadsWaiting, m.replayBatch, m.confirmSkipped, m.ignored, m.interestMode,
-		m.interestShare, m.interestSwitches, m.collections} {
+		m.interestShare, m.interestSwitches, m.collections, m.bursts} {
 		errs = append(errs, reg.Register(c))
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -55,6 +55,13 @@ func (h *Hub) admit(ctx context.Context) (release func(), err error) {
 	}
 	h.m.setup[stageAdmit].Observe(h.cfg.Now().Sub(t0).Seconds())
 	h.m.settingUp.Inc()
+	if h.cfg.BurstGCPercent > 0 && len(h.setups) == cap(h.setups) && h.burst.CompareAndSwap(false, true) {
+		// A connect burst that fills the stage (sockets queue: the hub is bound by its CPU): its heap
+		// only grows (new sockets) while its garbage is short-lived, so collections now cost much and
+		// free little; releaseLoop restores the setting after it.
+		h.gcPercent.Store(int64(debug.SetGCPercent(h.cfg.BurstGCPercent)))
+		h.m.bursts.Inc()
+	}
 	return func() {
 		h.m.settingUp.Dec()
 		h.setupsDone.Add(1)
@@ -63,7 +70,8 @@ func (h *Hub) admit(ctx context.Context) (release func(), err error) {
 }
 
 // releaseLoop keeps the hub's memory near what its sockets need, and its collections away from
-// fan-outs. Once a second it checks two things:
+// fan-outs. (During a connect burst admit raises GOGC to Config.BurstGCPercent; the first quiet second
+// after it restores the process's own setting.) Once a second it checks two things:
 //
 //   - a connect burst is over (no setup for a second after at least Config.ReleaseAfter of them): the
 //     buffers, tokens and queries of thousands of setups would otherwise stay in the RSS until the heap
@@ -89,8 +97,13 @@ func (h *Hub) releaseLoop() {
 		}
 		n := h.setupsDone.Load()
 		quiet := h.cfg.Now().UnixNano()-h.lastFanOut.Load() > int64(time.Second)
+		burstOver := n == prev && len(h.setups) == 0
+		if burstOver && h.burst.Load() {
+			debug.SetGCPercent(int(h.gcPercent.Load())) // before the collection below sets the next goal
+			h.burst.Store(false)
+		}
 		switch {
-		case h.cfg.ReleaseAfter > 0 && n == prev && n-released >= uint64(h.cfg.ReleaseAfter) && len(h.setups) == 0:
+		case h.cfg.ReleaseAfter > 0 && burstOver && n-released >= uint64(h.cfg.ReleaseAfter):
 			start := h.cfg.Now()
 			debug.FreeOSMemory()
 			h.m.collections.WithLabelValues("burst").Inc()

@@ -62,6 +62,7 @@ type Config struct {
 	HubMaxSetups int
 	HubInterest  string
 	HubGCGrowth  float64
+	HubBurstGOGC int
 
 	// token command
 	TokenUser int64
@@ -262,6 +263,8 @@ func settings() []setting {
 				c.HubGCGrowth = f
 				return nil
 			}},
+		{"hub-burst-gogc", "LIVEDROPS_HUB_BURST_GOGC", "200", "GOGC of a hub while a connect burst fills its setup stage (a reconnect storm), until a second without a setup; the process's own GOGC comes back after it; 0: never changed",
+			func(c *Config, v string) error { return setInt(&c.HubBurstGOGC, v, 0, 10_000) }},
 		{"nats-sync", "LIVEDROPS_NATS_SYNC", "always", "JetStream disk sync of the embedded NATS: always, or an interval such as 2m",
 			func(c *Config, v string) error {
 				if _, _, err := natslocal.ParseSync(v); err != nil {
@@ -476,6 +479,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("hub_max_setups", c.HubMaxSetups),
 		slog.String("hub_interest", c.HubInterest),
 		slog.Float64("hub_gc_growth", c.HubGCGrowth),
+		slog.Int("hub_burst_gogc", c.HubBurstGOGC),
 	)
 }
 

@@ -67,6 +67,10 @@ func (a *App) mountHub(r chi.Router) error {
 	if gcGrowth == 0 {
 		gcGrowth = -1 // off
 	}
+	burstGOGC := cfg.HubBurstGOGC
+	if burstGOGC == 0 {
+		burstGOGC = -1 // never changed
+	}
 	var activity hub.Activity = replayer
 	if cfg.HubInterest == "per-creator" {
 		activity = nil
@@ -78,6 +82,7 @@ func (a *App) mountHub(r chi.Router) error {
 		Workers:           cfg.HubWorkers,
 		MaxSetups:         cfg.HubMaxSetups,
 		GCGrowth:          gcGrowth,
+		BurstGCPercent:    burstGOGC,
 	}, hub.Deps{
 		Logger: a.logger, Registerer: a.registry, Verifier: a.tokens,
 		Follows: follows, Drops: queries, Sequences: queries,

@@ -876,7 +876,7 @@ func storm(ctx context.Context, cfg config, wsfan, tokensFile string, dead *proc
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		for _, line := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(line, "livedrops_hub_") && !strings.HasSuffix(line, " 0") && !strings.Contains(line, "_bucket") {
+			if (strings.HasPrefix(line, "livedrops_hub_") || strings.HasPrefix(line, "go_gc_duration_seconds_count")) && !strings.HasSuffix(line, " 0") && !strings.Contains(line, "_bucket") {
 				logf("storm hub: %s", line)
 			}
 		}
