@@ -24,7 +24,7 @@ type user struct {
 	follows []int64 // creator ids, sorted (a slice: most users follow few creators)
 	loading bool    // follows are being loaded; follow changes wait in pending
 	pending []followChange
-	loaded  chan struct{} // closed when loading ends
+	loaded  chan struct{} // closed when loading ends, then dropped (nil)
 	loadErr error
 	ownGen  uint64 // subscription generation of the user's own subject
 	gen     uint64 // highest subscription generation of the user's subjects
@@ -306,6 +306,7 @@ func (h *Hub) join(ctx context.Context, c *conn) error {
 		conns = append(slices.Clone(*old), c)
 	}
 	u.conns.Store(&conns)
+	loaded := u.loaded // nil once the load is over
 	s.mu.Unlock()
 	h.reg.addConn(c)
 	if first {
@@ -318,10 +319,12 @@ func (h *Hub) join(ctx context.Context, c *conn) error {
 			h.finishLoad(u, nil, fmt.Errorf("hub: follow list: %w", ctx.Err()))
 		}
 	}
-	select {
-	case <-u.loaded:
-	case <-ctx.Done():
-		return ctx.Err()
+	if loaded != nil {
+		select {
+		case <-loaded:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	s.mu.Lock()
 	err := u.loadErr

@@ -279,7 +279,7 @@ func (h *Hub) finishLoad(u *user, list []int64, err error) {
 	s := h.reg.usersShard(u.id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	defer close(u.loaded)
+	defer func() { close(u.loaded); u.loaded = nil }()
 	u.loading = false
 	if err != nil {
 		u.loadErr = err

@@ -191,7 +191,7 @@ type hijacked struct {
 // the write buffer only serves coder/websocket's close frame: small buffers save most of a socket's idle
 // memory.
 const (
-	readBufSize  = 128
+	readBufSize  = 64
 	writeBufSize = 64
 )
 
