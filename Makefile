@@ -11,6 +11,8 @@ READS_ARGS ?=
 ORDERS_ARGS ?=
 # Extra flags for the load generator of `make bench-events`, e.g. EVENTS_ARGS="-duration 10s -syncs always".
 EVENTS_ARGS ?=
+# Flags of `make test-faults`, e.g. FAULTS_ARGS="-faults.phases redis -faults.dir /tmp/faults".
+FAULTS_ARGS ?=
 # Flags of the harness of `make bench-fanout`, e.g. FANOUT_ARGS="-hubs 6 -sockets 100000" (BENCHMARKS.md).
 FANOUT_ARGS ?=
 
@@ -19,6 +21,7 @@ GOFILES = $(shell find . \( -path ./.git -o -path ./bin -o -path ./data -o -name
 	-o -name '*.go' -type f -print)
 
 .PHONY: run test lint lint-k6 lint-openapi build fmt clean-data bench-reads bench-orders bench-events bench-fanout
+.PHONY: test-faults fuzz test-browser
 
 ## run: every role in one process on :8080, with PostgreSQL, Redis and NATS started in ./data.
 # Installs redis-server and the PostgreSQL server binaries first when they are missing. The binary
@@ -31,9 +34,31 @@ run:
 ## test: install missing system packages, lint, then every test with the race detector (prometheus and
 # nginx for the tests of deploy/).
 test:
-	@.ci/deps.sh redis-server postgresql docker-compose prometheus nginx
+	@.ci/deps.sh redis-server postgresql docker-compose prometheus nginx chromium
 	@$(MAKE) --no-print-directory lint
 	$(GO) test -race -count=1 ./...
+
+## test-faults: the whole multi-process fault test (loadtest/faults, RELIABILITY.md): 3,000 sockets over
+# two hubs, orders on hot drops, every fault one at a time, then again on a Redis Cluster. `make test`
+# runs its short version. FAULTS_ARGS="-faults.phases nats -faults.dir /tmp/faults" runs some phases and
+# keeps every process's log.
+test-faults:
+	@.ci/deps.sh redis-server postgresql
+	$(GO) test -count=1 -timeout 30m -v -run TestFaults ./loadtest/faults -faults.full $(FAULTS_ARGS)
+
+## fuzz: every fuzz target of the module for FUZZTIME each (default 10s), one after the other (.ci/fuzz.sh);
+# a crash fails it and its input stays under the package's testdata/fuzz/ as a regression test.
+FUZZTIME ?= 10s
+fuzz:
+	@.ci/deps.sh redis-server postgresql
+	FUZZTIME=$(FUZZTIME) .ci/fuzz.sh
+
+## test-browser: the browser side alone (web/): headless Chromium end-to-end tests against a real
+# `livedrops all`, the SDK's Node tests and tsc --checkJs (npm ci when web/node_modules is missing),
+# the size budget. Screenshots land in web/test-artifacts/. `make test` runs them too.
+test-browser:
+	@.ci/deps.sh redis-server postgresql chromium
+	$(GO) test -race -count=1 ./web/...
 
 ## lint: gofmt (must print nothing), a tidy and verified module, go vet, staticcheck (pinned in go.mod),
 # docker-compose config.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the system packages LiveDrops needs and the machine lacks, with Debian's apt-get.
-# Usage: .ci/deps.sh PACKAGE...   (redis-server, postgresql, docker-compose, prometheus, nginx)
+# Usage: .ci/deps.sh PACKAGE...   (redis-server, postgresql, docker-compose, prometheus, nginx, chromium)
 # Idempotent and silent when everything is there; runs `apt-get update` once, only when something is
 # missing. As root it calls apt-get directly, otherwise through sudo; without sudo it prints the exact
 # command to run and fails.
@@ -22,8 +22,9 @@ present() {
 	docker-compose) command -v docker-compose >/dev/null 2>&1 ;;
 	prometheus) command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 ;;
 	nginx) command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] ;;
+	chromium) [[ -x /usr/bin/chromium ]] ;; # Debian's, for the browser tests (web/)
 	*)
-		echo "deps.sh: unknown package $1 (know: redis-server, postgresql, docker-compose, prometheus, nginx)" >&2
+		echo "deps.sh: unknown package $1 (know: redis-server, postgresql, docker-compose, prometheus, nginx, chromium)" >&2
 		exit 2
 		;;
 	esac
