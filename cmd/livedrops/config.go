@@ -54,6 +54,9 @@ type Config struct {
 	StreamReplicas    int
 	StockRate         float64
 
+	// PprofAddr, when set, serves net/http/pprof on a listener of its own (off by default).
+	PprofAddr string
+
 	// token command
 	TokenUser int64
 	TokenTTL  time.Duration
@@ -220,6 +223,18 @@ func settings() []setting {
 					return errors.New("want 1..1000")
 				}
 				c.MaxSocketsPerUser = n
+				return nil
+			}},
+		{"pprof-addr", "LIVEDROPS_PPROF_ADDR", "", "address of a separate listener serving /debug/pprof/ (CPU, heap, block and mutex profiles; keep it on loopback); empty: off",
+			func(c *Config, v string) error {
+				if v == "" {
+					c.PprofAddr = ""
+					return nil
+				}
+				if _, _, err := net.SplitHostPort(v); err != nil {
+					return fmt.Errorf("not host:port: %w", err)
+				}
+				c.PprofAddr = v
 				return nil
 			}},
 		{"nats-sync", "LIVEDROPS_NATS_SYNC", "always", "JetStream disk sync of the embedded NATS: always, or an interval such as 2m",
@@ -422,6 +437,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("max_sockets_per_user", c.MaxSocketsPerUser),
 		slog.Int("stream_replicas", c.StreamReplicas),
 		slog.Float64("stock_rate", c.StockRate),
+		slog.String("pprof_addr", c.PprofAddr),
 	)
 }
 
