@@ -239,6 +239,7 @@ func (o *Orders) runBatch(l *lane, batch []*orderRequest) {
 		learned dropNews
 		err     error
 	)
+	txStart := time.Now()
 	for attempt := 1; ; attempt++ {
 		results, learned, err = o.batchTx(l.dropID, work)
 		if !errors.Is(err, errRetry) || attempt == 3 {
@@ -247,6 +248,7 @@ func (o *Orders) runBatch(l *lane, batch []*orderRequest) {
 		o.metrics.batchRetries.Inc()
 		o.logger.Info("order batch run again", "drop_id", l.dropID, "attempt", attempt, "err", err)
 	}
+	o.metrics.batchTx.Observe(time.Since(txStart).Seconds())
 	if err != nil {
 		o.logger.Error("order batch failed", "drop_id", l.dropID, "orders", len(work), "err", err)
 		for _, r := range work {

@@ -19,6 +19,7 @@ type orderMetrics struct {
 	lockWait      *prometheus.HistogramVec // mode
 	batchWait     prometheus.Histogram
 	batchSize     prometheus.Histogram
+	batchTx       prometheus.Histogram
 	rejections    *prometheus.CounterVec // reason, source
 	batchRetries  prometheus.Counter
 	invalidations *prometheus.CounterVec // result
@@ -48,6 +49,11 @@ func newOrderMetrics(reg prometheus.Registerer) (*orderMetrics, error) {
 			Help:    "Orders per batched transaction.",
 			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500},
 		}),
+		batchTx: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "livedrops", Subsystem: "order", Name: "batch_tx_seconds",
+			Help:    "Time of one batched transaction, from taking the connection to the commit's answer (both round trips and the commit's flush).",
+			Buckets: latency,
+		}),
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "livedrops", Subsystem: "order", Name: "rejections_total",
 			Help: "Orders refused, by reason (sold_out, drop_not_live, limit_exceeded, not_found, ...) and by " +
@@ -66,7 +72,7 @@ func newOrderMetrics(reg prometheus.Registerer) (*orderMetrics, error) {
 		return m, nil
 	}
 	return m, errors.Join(reg.Register(m.duration), reg.Register(m.lockWait), reg.Register(m.batchWait),
-		reg.Register(m.batchSize), reg.Register(m.rejections), reg.Register(m.batchRetries),
+		reg.Register(m.batchSize), reg.Register(m.batchTx), reg.Register(m.rejections), reg.Register(m.batchRetries),
 		reg.Register(m.invalidations))
 }
 
