@@ -26,17 +26,20 @@ type LimiterConfig struct {
 	Burst int
 	// Prefix starts every key; "" means "ld:".
 	Prefix string
-	// OpTimeout bounds each Redis call; 0 means 100 ms. Past it the request is allowed.
+	// OpTimeout bounds each Redis call; 0 means 500 ms. Past it the request is allowed. (A burst of
+	// 2,000 new keys at once takes Redis 60 to 170 ms on two busy cores: at 100 ms a sale's first
+	// second would fail open.)
 	OpTimeout time.Duration
 
 	// MaxLease is the most requests of one key a process takes from Redis in one call and then
 	// spends locally (a lease); 0 means Burst/4, at most 32; 1 asks Redis for every request. A key
-	// starts with a lease of 1 and doubles its lease each time it spends a whole one before it
-	// expires, so only keys busy on this process lease more than one.
+	// starts with a lease of at most 4 and doubles it each time it spends a whole one before it
+	// expires, so only keys busy on this process lease more. The sustained rate of a key over all
+	// processes stays Redis's; its burst may exceed Burst by what the processes hold leased and
+	// unspent (at most MaxLease each).
 	MaxLease int
-	// LeaseTTL is how long a lease may be spent; what is left then is dropped (never given back, so
-	// the limit across processes is never looser than Redis's, only, for that moment, stricter).
-	// 0 means 1 s.
+	// LeaseTTL is how long a lease may be spent; what is left then is dropped (never given back:
+	// the key's next lease is what it spent of this one). 0 means 2 s.
 	LeaseTTL time.Duration
 	// MaxKeys bounds the keys whose leases this process keeps; 0 means 100,000. Past it, expired
 	// leases are dropped first, then any.
@@ -48,9 +51,11 @@ type LimiterConfig struct {
 // Limiter limits requests per key in Redis, the shared bound of every process. A key busy on this
 // process takes its budget from Redis a lease at a time (LimiterConfig.MaxLease) and spends it
 // locally, so a hot user costs one Redis call per lease instead of one per request; every request
-// allowed was granted by Redis first, so the limit over all processes stays Redis's. When Redis
-// cannot answer, it fails open: Allow returns the error (and the caller lets the request through),
-// and the error is counted.
+// allowed was granted by Redis first, so the rate over all processes stays Redis's. A key Redis
+// refused is refused locally until its Retry-After. When Redis cannot answer, it fails open: Allow
+// returns the error (and the caller lets the request through), and the error is counted; the key
+// then goes on failing open locally for the lease it asked for, so a Redis in trouble gets one call
+// per lease, not one per request.
 type Limiter struct {
 	cfg       LimiterConfig
 	limiter   *redis_rate.Limiter
@@ -76,6 +81,7 @@ type lease struct {
 	next    int           // what the next Redis call asks for
 	expires time.Time     // tokens left then are dropped
 	blocked time.Time     // Redis said no request of the key is allowed before then
+	failed  bool          // tokens were not granted: Redis failed, and they fail open
 	fetch   chan struct{} // non-nil while a Redis call for this key runs; closed when it returns
 }
 
@@ -98,13 +104,13 @@ func NewLimiter(rdb goredis.UniversalClient, cfg LimiterConfig, reg prometheus.R
 		cfg.Period = time.Second
 	}
 	if cfg.OpTimeout == 0 {
-		cfg.OpTimeout = 100 * time.Millisecond
+		cfg.OpTimeout = 500 * time.Millisecond
 	}
 	if cfg.MaxLease == 0 {
 		cfg.MaxLease = max(1, min(cfg.Burst/4, 32))
 	}
 	if cfg.LeaseTTL == 0 {
-		cfg.LeaseTTL = time.Second
+		cfg.LeaseTTL = 2 * time.Second
 	}
 	if cfg.MaxKeys == 0 {
 		cfg.MaxKeys = 100_000
@@ -126,9 +132,15 @@ func NewLimiter(rdb goredis.UniversalClient, cfg LimiterConfig, reg prometheus.R
 	if err != nil {
 		return nil, err
 	}
+	// The calls of every key go through go-redis's automatic pipelining: the leases asked for at the
+	// same moment share one round trip instead of taking a pooled connection each.
+	ap, err := rdb.AutoPipeline()
+	if err != nil {
+		return nil, fmt.Errorf("redis: limiter: %w", err)
+	}
 	l := &Limiter{
 		cfg:       cfg,
-		limiter:   redis_rate.NewLimiter(rdb),
+		limiter:   redis_rate.NewLimiter(ap),
 		limit:     redis_rate.Limit{Rate: cfg.Rate, Burst: cfg.Burst, Period: cfg.Period},
 		decisions: decisions,
 		calls:     calls.WithLabelValues(cfg.Name),
@@ -137,7 +149,17 @@ func NewLimiter(rdb goredis.UniversalClient, cfg LimiterConfig, reg prometheus.R
 	for i := range l.shards {
 		l.shards[i].keys = make(map[string]*lease)
 	}
+	l.warm()
 	return l, nil
+}
+
+// warm has Redis load the limiter's script now, so the first burst of requests is not refused it
+// (NOSCRIPT) all at once and sent the whole script each. It asks for 0 requests of a key no request
+// uses, which writes nothing. A Redis that does not answer is no error: requests then fail open.
+func (l *Limiter) warm() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*l.cfg.OpTimeout)
+	defer cancel()
+	_, _ = l.limiter.AllowAtMost(ctx, l.cfg.Prefix+l.cfg.Name+":", l.limit, 0)
 }
 
 // Allow takes one request from key's budget. It returns 0 when the request may go, or how long to
@@ -149,14 +171,19 @@ func (l *Limiter) Allow(ctx context.Context, key string) (time.Duration, error) 
 		sh.mu.Lock()
 		ls := sh.keys[key]
 		if ls == nil {
-			ls = &lease{next: 1}
+			ls = &lease{next: min(4, l.cfg.MaxLease)}
 			l.keep(sh, key, ls)
 		}
 		now := l.cfg.Now()
 		if ls.tokens > 0 && now.Before(ls.expires) {
 			ls.tokens--
 			ls.spent++
+			failed := ls.failed
 			sh.mu.Unlock()
+			if failed {
+				l.decisions.WithLabelValues(l.cfg.Name, "error").Inc()
+				return 0, fmt.Errorf("rate limit %s: %w", l.cfg.Name, errFailingOpen)
+			}
 			l.decisions.WithLabelValues(l.cfg.Name, "allowed").Inc()
 			return 0, nil
 		}
@@ -201,9 +228,12 @@ func (l *Limiter) Allow(ctx context.Context, key string) (time.Duration, error) 
 		ls.fetch = nil
 		close(ch)
 		switch {
-		case err == nil && granted > 0:
-			ls.tokens, ls.size, ls.spent, ls.expires = granted-1, granted, 1, l.cfg.Now().Add(l.cfg.LeaseTTL)
-		case err == nil:
+		case err != nil:
+			// Fail open for the lease asked for, without asking Redis again meanwhile.
+			ls.tokens, ls.size, ls.spent, ls.expires, ls.failed = n-1, n, 1, l.cfg.Now().Add(l.cfg.LeaseTTL), true
+		case granted > 0:
+			ls.tokens, ls.size, ls.spent, ls.expires, ls.failed = granted-1, granted, 1, l.cfg.Now().Add(l.cfg.LeaseTTL), false
+		default:
 			ls.blocked = l.cfg.Now().Add(wait)
 		}
 		sh.mu.Unlock()
@@ -220,17 +250,36 @@ func (l *Limiter) Allow(ctx context.Context, key string) (time.Duration, error) 
 	}
 }
 
+// errFailingOpen is the error of a request allowed because an earlier call to Redis for its key failed.
+var errFailingOpen = errors.New("redis did not answer a moment ago: failing open")
+
 // ask takes up to n requests of key's budget from Redis: how many it granted, and when none, how long
 // until one would be.
 func (l *Limiter) ask(ctx context.Context, key string, n int) (int, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.OpTimeout)
 	defer cancel()
 	l.calls.Inc()
-	res, err := l.limiter.AllowAtMost(ctx, l.cfg.Prefix+l.cfg.Name+":"+key, l.limit, n)
-	if err != nil {
-		return 0, 0, err
+	// A pipelined command runs to its end once queued, whatever its context says; wait for it at
+	// most OpTimeout. An answer that comes later is dropped with what it granted (the limit is only
+	// ever stricter for it).
+	type answer struct {
+		res *redis_rate.Result
+		err error
 	}
-	return res.Allowed, res.RetryAfter, nil
+	done := make(chan answer, 1)
+	go func() {
+		res, err := l.limiter.AllowAtMost(ctx, l.cfg.Prefix+l.cfg.Name+":"+key, l.limit, n)
+		done <- answer{res, err}
+	}()
+	select {
+	case a := <-done:
+		if a.err != nil {
+			return 0, 0, a.err
+		}
+		return a.res.Allowed, a.res.RetryAfter, nil
+	case <-ctx.Done():
+		return 0, 0, ctx.Err()
+	}
 }
 
 // keep adds ls under key to sh (locked), first making room when sh holds its share of MaxKeys: leases
