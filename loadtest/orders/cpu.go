@@ -121,11 +121,11 @@ func machineCPU() (busy, all time.Duration) {
 	return busy, all
 }
 
-// takeProfiles writes a CPU, a block and a mutex profile of secs seconds from the pprof endpoint base
-// to prefix.{cpu,block,mutex}.pprof; failures are printed, not fatal.
+// takeProfiles writes a CPU, a block, a mutex and an allocation profile of secs seconds from the pprof
+// endpoint base to prefix.{cpu,block,mutex,allocs}.pprof; failures are printed, not fatal.
 func takeProfiles(base, prefix string, secs int) {
 	var wg sync.WaitGroup
-	for kind, path := range map[string]string{"cpu": "profile", "block": "block", "mutex": "mutex"} {
+	for kind, path := range map[string]string{"cpu": "profile", "block": "block", "mutex": "mutex", "allocs": "allocs"} {
 		wg.Go(func() {
 			url := base + path + "?seconds=" + strconv.Itoa(secs)
 			resp, err := http.Get(url)

@@ -50,6 +50,12 @@ func stages(base string) string {
 			if !strings.Contains(labels, `route="/orders"`) || !strings.Contains(labels, `method="POST"`) {
 				continue
 			}
+		case strings.HasPrefix(key, "livedrops_order_batch_stage_seconds"):
+			for _, stage := range []string{"read", "decide", "write"} {
+				if strings.Contains(labels, `stage="`+stage+`"`) {
+					key += "/" + stage
+				}
+			}
 		case strings.HasPrefix(key, "livedrops_order_duration_seconds"):
 			for _, outcome := range []string{"confirmed", "replayed", "sold_out"} {
 				if strings.Contains(labels, `outcome="`+outcome+`"`) {

@@ -358,7 +358,11 @@ func (o *Orders) batchTx(dropID int64, reqs []*orderRequest) (results []orderRes
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
 	b.Queue(batchLockSQL, dropID)
-	b.Queue(`SELECT user_id, quantity FROM drop_purchases WHERE drop_id = $1 AND user_id = ANY($2)`, dropID, userIDs)
+	// A join on the array, not user_id = ANY($2): under a generic plan (a prepared statement run
+	// more than five times) ANY over a parameter is tested row by row against the whole array for
+	// every row of the drop, dead versions included: 9 ms a batch of 470 in a sale of 10,000.
+	b.Queue(`SELECT p.user_id, p.quantity FROM unnest($2::bigint[]) AS u (user_id)
+JOIN drop_purchases p ON p.drop_id = $1 AND p.user_id = u.user_id`, dropID, userIDs)
 	b.Queue(`SELECT o.user_id, o.idempotency_key, o.order_id, o.drop_id, o.quantity, o.status, o.failure_code,
        o.created_at, o.request_hash
 FROM unnest($1::bigint[], $2::text[]) AS k (user_id, key)
@@ -416,6 +420,8 @@ JOIN orders o ON o.user_id = k.user_id AND o.idempotency_key = k.key`, userIDs, 
 	if err = errors.Join(err, br.Close()); err != nil {
 		return nil, dropNews{}, err
 	}
+	decideStart := time.Now()
+	o.metrics.batchStage.WithLabelValues("read").Observe(decideStart.Sub(lockStart).Seconds())
 
 	// Decide, in queue order.
 	results = make([]orderResult, n)
@@ -504,7 +510,11 @@ WHERE drop_id = $1`, dropID, taken)
 		return nil, dropNews{}, err
 	}
 	b.Queue("COMMIT")
-	if err := execBatch(ctx, conn, b); err != nil {
+	writeStart := time.Now()
+	o.metrics.batchStage.WithLabelValues("decide").Observe(writeStart.Sub(decideStart).Seconds())
+	err = execBatch(ctx, conn, b)
+	o.metrics.batchStage.WithLabelValues("write").Observe(time.Since(writeStart).Seconds())
+	if err != nil {
 		if code, constraint := pgError(err); code == "40P01" || code == "23505" && constraint == ConstraintOrderUserIdempotencyKey {
 			return nil, dropNews{}, fmt.Errorf("%w: %w", errRetry, err)
 		}

@@ -20,7 +20,8 @@ type orderMetrics struct {
 	batchWait     prometheus.Histogram
 	batchSize     prometheus.Histogram
 	batchTx       prometheus.Histogram
-	rejections    *prometheus.CounterVec // reason, source
+	batchStage    *prometheus.HistogramVec // stage
+	rejections    *prometheus.CounterVec   // reason, source
 	batchRetries  prometheus.Counter
 	invalidations *prometheus.CounterVec // result
 }
@@ -54,6 +55,13 @@ func newOrderMetrics(reg prometheus.Registerer) (*orderMetrics, error) {
 			Help:    "Time of one batched transaction, from taking the connection to the commit's answer (both round trips and the commit's flush).",
 			Buckets: latency,
 		}),
+		batchStage: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "livedrops", Subsystem: "order", Name: "batch_stage_seconds",
+			Help: "Time of each stage of a batched transaction: read (the first round trip: row lock, totals, keys, " +
+				"users, ids), decide (in Go, under the lock, until the second round trip is sent), write (the " +
+				"second round trip: the rows, the stock, the outbox, the commit's flush).",
+			Buckets: latency,
+		}, []string{"stage"}),
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "livedrops", Subsystem: "order", Name: "rejections_total",
 			Help: "Orders refused, by reason (sold_out, drop_not_live, limit_exceeded, not_found, ...) and by " +
@@ -72,7 +80,7 @@ func newOrderMetrics(reg prometheus.Registerer) (*orderMetrics, error) {
 		return m, nil
 	}
 	return m, errors.Join(reg.Register(m.duration), reg.Register(m.lockWait), reg.Register(m.batchWait),
-		reg.Register(m.batchSize), reg.Register(m.batchTx), reg.Register(m.rejections), reg.Register(m.batchRetries),
+		reg.Register(m.batchSize), reg.Register(m.batchTx), reg.Register(m.batchStage), reg.Register(m.rejections), reg.Register(m.batchRetries),
 		reg.Register(m.invalidations))
 }
 
