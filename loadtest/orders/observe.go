@@ -51,7 +51,7 @@ func stages(base string) string {
 				continue
 			}
 		case strings.HasPrefix(key, "livedrops_order_batch_stage_seconds"):
-			for _, stage := range []string{"read", "decide", "write"} {
+			for _, stage := range []string{"read", "wait", "decide", "write"} {
 				if strings.Contains(labels, `stage="`+stage+`"`) {
 					key += "/" + stage
 				}

@@ -16,20 +16,29 @@ import (
 )
 
 // The batched mode. Each drop with orders in flight on this process has a lane: a queue and one
-// goroutine that takes whatever is queued (up to MaxBatch) and serves it in one transaction of two
-// round trips:
+// goroutine that takes whatever is queued (up to MaxBatch) and serves it in two round trips, the
+// first of which overlaps the write of the batch before:
 //
-//	BEGIN; SELECT the drop FOR NO KEY UPDATE (the row lock; batches of other processes wait here);
-//	       read the buyers' totals, the orders already under the batch's keys, the users, order ids
-//	(in Go: decide each order in queue order against the stock left and each buyer's total)
-//	INSERT every accepted order (one multi-row INSERT); upsert the buyers' totals (one statement);
-//	UPDATE the drop's stock once; INSERT the outbox rows; COMMIT
+//	read   BEGIN ISOLATION LEVEL REPEATABLE READ; the drop; the buyers' totals; the orders already
+//	       under the batch's keys; the users; order ids; COMMIT (one snapshot, no lock)
+//	wait   for the batch before to commit; if the snapshot was taken before that commit, add its
+//	       units (the lane knows them); if someone else sold meanwhile too, read again
+//	decide in Go: each order in queue order against the stock left and each buyer's total
+//	write  BEGIN; UPDATE the drop's stock, only if it is still what was decided against and the drop
+//	       still live (the row lock); INSERT every accepted order (one multi-row INSERT); INSERT the
+//	       outbox rows; upsert the buyers' totals (one statement); COMMIT
 //
-// Every decision is made under the row lock from rows read after taking it, so limits and stock are
-// checked in Go without racing anyone, and the schema's CHECKs stay the last line: should one ever
-// fail, the whole batch rolls back and its buyers get an error (never a 201), never an oversell. A
-// batch is one transaction: all of it commits or none, so a process killed mid-batch leaves nothing
-// half done, and its buyers, who got no answer, find their order or nothing when they retry.
+// The write holds the row lock for one round trip of PostgreSQL's own work, with no client step
+// inside. A write whose snapshot turned out stale (another process sold or the drop ended meanwhile,
+// which the stock check catches, a key inserted concurrently, a buyer's total over the limit) rolls
+// back whole and the batch runs again under the row lock (batchTx): BEGIN; the same reads after
+// SELECT ... FOR NO KEY UPDATE; decide; the same writes; COMMIT, deciding from rows read under the
+// lock, without racing anyone. Either way the schema's CHECKs stay the last line: should one fail,
+// the batch rolls back and its buyers get an error (never a 201), never an oversell. A batch is one
+// transaction: all of it commits or none, so a process killed mid-batch leaves nothing half done,
+// and its buyers, who got no answer, find their order or nothing when they retry. Its buyers are
+// answered only once it has committed; a batch that writes nothing answers once the batch before has
+// landed. An order under a key of the batch being written waits for the next batch (a replay).
 //
 // Once PostgreSQL has said a drop is sold out or ended, which is final, the lane keeps that answer
 // and the drop's orders by key (they can no longer change) and answers every later order from
@@ -71,6 +80,9 @@ type orderRequest struct {
 	hash     [32]byte
 	enqueued time.Time
 	done     chan orderResult // capacity 1
+	// waited is set once its queue wait is counted (an order put back for the next batch is not
+	// counted twice). Only the lane's goroutine touches it.
+	waited bool
 }
 
 type orderResult struct {
@@ -141,19 +153,36 @@ func (o *Orders) fromGate(ctx context.Context, g *gate, r *orderRequest) (store.
 }
 
 // serve is the goroutine of lane l: it runs batches while orders are queued, and stops once the lane
-// has been idle for IdleTimeout, or once Orders is closed and the queue is empty.
+// has been idle for IdleTimeout, or once Orders is closed and the queue is empty. One batch may be
+// writing (a flight) while the next one reads.
 func (o *Orders) serve(l *lane) {
 	defer o.batchers.Done()
 	idle := time.NewTimer(o.cfg.IdleTimeout)
 	defer idle.Stop()
 	var seen uint64
+	var prev *flight // the batch being written, if any
 	for {
 		batch, exit := o.take(l)
 		if exit {
+			if prev != nil {
+				<-prev.done
+				o.land(l, prev)
+			}
 			return
 		}
 		if len(batch) > 0 {
-			o.runBatch(l, batch)
+			prev = o.runBatch(l, batch, prev)
+			continue
+		}
+		if prev != nil {
+			// Nothing queued: see the flight land (its answers are out already), unless orders come.
+			select {
+			case <-prev.done:
+				o.land(l, prev)
+				prev = nil
+			case <-l.wake:
+			case <-o.closing:
+			}
 			continue
 		}
 		select {
@@ -193,8 +222,24 @@ func (o *Orders) take(l *lane) (batch []*orderRequest, exit bool) {
 	return batch, false
 }
 
-// runBatch serves batch and answers each of its orders.
-func (o *Orders) runBatch(l *lane, batch []*orderRequest) {
+// flight is a batch whose write transaction runs while the lane reads the next batch. Its fields
+// below done are set before done is closed, and read only after.
+type flight struct {
+	keys map[orderKey]bool // every key of the batch
+	done chan struct{}
+
+	committed   bool          // the transaction committed
+	stockBefore int           // the stock it found (or expected) before it
+	stockAfter  int           // and left
+	added       map[int64]int // units it added to each buyer's total
+	news        dropNews
+}
+
+// runBatch serves batch: it reads what the batch needs in a snapshot, while prev (if any) is still
+// writing; it waits for prev to land and accounts for it; it decides each order; and it starts the
+// write of what it accepted, returned as the next flight (nil when there is nothing to write, the
+// orders answered already).
+func (o *Orders) runBatch(l *lane, batch []*orderRequest, prev *flight) *flight {
 	start := time.Now()
 	work := make([]*orderRequest, 0, len(batch))
 	var later []*orderRequest
@@ -204,10 +249,13 @@ func (o *Orders) runBatch(l *lane, batch []*orderRequest) {
 			r.answer(store.Placed{}, err) // gone before its turn: nothing was done
 			continue
 		}
-		o.metrics.batchWait.Observe(start.Sub(r.enqueued).Seconds())
-		// A second order under a key already in this batch waits for the next one, where it finds the
-		// first one's order (a replay) or nothing.
-		if seen[r.key()] {
+		if !r.waited {
+			r.waited = true
+			o.metrics.batchWait.Observe(start.Sub(r.enqueued).Seconds())
+		}
+		// A second order under a key already in this batch, or in the one being written, waits for
+		// the next batch, where it finds the first one's order (a replay) or nothing.
+		if seen[r.key()] || (prev != nil && prev.keys[r.key()]) {
 			later = append(later, r)
 			continue
 		}
@@ -218,35 +266,134 @@ func (o *Orders) runBatch(l *lane, batch []*orderRequest) {
 		o.mu.Lock()
 		l.pending = append(later, l.pending...)
 		o.mu.Unlock()
+		if len(work) == 0 && prev != nil {
+			// Only orders waiting for prev: let it land first, or they would be taken again at once.
+			<-prev.done
+			o.land(l, prev)
+			return nil
+		}
 	}
 	if len(work) == 0 {
-		return
+		return prev
 	}
-
-	o.mu.Lock()
-	g := l.gate
-	o.mu.Unlock()
-	if g != nil { // queued before the drop was known to be over
+	if g := o.gateOf(l); g != nil { // queued before the drop was known to be over
 		for _, r := range work {
 			r.answer(o.fromGate(r.ctx, g, r))
 		}
-		return
+		return prev
 	}
 
 	o.metrics.batchSize.Observe(float64(len(work)))
+	ctx, cancel := context.WithTimeout(o.base, o.cfg.TxTimeout)
+	defer cancel()
+	readStart := time.Now()
+	st, err := o.readSnapshot(ctx, l.dropID, work)
+	o.metrics.batchStage.WithLabelValues("read").Observe(time.Since(readStart).Seconds())
+	if prev != nil {
+		waitStart := time.Now()
+		<-prev.done
+		o.metrics.batchStage.WithLabelValues("wait").Observe(time.Since(waitStart).Seconds())
+		o.land(l, prev)
+		if err == nil && !st.account(prev) {
+			// Someone else sold meanwhile too: read again, now that prev is in.
+			st, err = o.readSnapshot(ctx, l.dropID, work)
+		}
+	}
+	if g := o.gateOf(l); g != nil { // prev sold the rest
+		for _, r := range work {
+			r.answer(o.fromGate(r.ctx, g, r))
+		}
+		return nil
+	}
+	if err != nil {
+		// Nothing was written: the locked path tells each buyer what PostgreSQL says.
+		o.logger.Info("order batch read failed; running it under the row lock", "drop_id", l.dropID, "err", err)
+		f := o.newFlight(work)
+		o.fly(l, f, work, nil)
+		return f
+	}
+	decideStart := time.Now()
+	p := st.decide(work)
+	if len(p.accepted) == 0 {
+		o.metrics.batchStage.WithLabelValues("decide").Observe(time.Since(decideStart).Seconds())
+		for i, r := range work {
+			if p.results[i].err != nil {
+				o.metrics.rejected(p.results[i].err, "database")
+			}
+			r.answer(p.results[i].placed, p.results[i].err)
+		}
+		o.learn(l, p.news)
+		return nil
+	}
+	f := o.newFlight(work)
+	go o.fly(l, f, work, &p)
+	o.metrics.batchStage.WithLabelValues("decide").Observe(time.Since(decideStart).Seconds())
+	return f
+}
+
+func (o *Orders) newFlight(work []*orderRequest) *flight {
+	f := &flight{keys: make(map[orderKey]bool, len(work)), done: make(chan struct{})}
+	for _, r := range work {
+		f.keys[r.key()] = true
+	}
+	return f
+}
+
+// gateOf is l's gate, or nil while the drop may still sell.
+func (o *Orders) gateOf(l *lane) *gate {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return l.gate
+}
+
+// land takes in what a finished flight learned about its drop.
+func (o *Orders) land(l *lane, f *flight) { o.learn(l, f.news) }
+
+// learn takes in what a batch learned about its drop: that it can take no more (the gate closes), or
+// that it does not exist.
+func (o *Orders) learn(l *lane, news dropNews) {
+	switch {
+	case news.final != nil:
+		if o.gateOf(l) == nil {
+			o.closeGate(l, news.final)
+		}
+	case news.missing:
+		// No such drop: let the lane go as soon as its queue is empty, so that orders for made-up
+		// drop ids do not pile up idle goroutines.
+		o.mu.Lock()
+		l.missing = true
+		o.mu.Unlock()
+	}
+}
+
+// fly writes plan (decided from a snapshot) in one transaction and answers the batch once it has
+// committed. When the snapshot turns out stale (another process sold meanwhile, the drop ended, a
+// key was taken concurrently), or plan is nil, the batch runs again under the drop's row lock
+// (batchTx), which decides from what it reads after taking the lock.
+func (o *Orders) fly(l *lane, f *flight, work []*orderRequest, p *plan) {
+	defer close(f.done)
+	txStart := time.Now()
 	var (
 		results []orderResult
-		learned dropNews
+		sum     commitSummary
 		err     error
 	)
-	txStart := time.Now()
-	for attempt := 1; ; attempt++ {
-		results, learned, err = o.batchTx(l.dropID, work)
-		if !errors.Is(err, errRetry) || attempt == 3 {
-			break
+	if p != nil {
+		results, sum, err = o.writePlan(l.dropID, p)
+		if errors.Is(err, errRetry) {
+			o.metrics.batchRetries.Inc()
+			o.logger.Debug("order batch snapshot was stale; running it under the row lock", "drop_id", l.dropID, "err", err)
 		}
-		o.metrics.batchRetries.Inc()
-		o.logger.Info("order batch run again", "drop_id", l.dropID, "attempt", attempt, "err", err)
+	}
+	if p == nil || errors.Is(err, errRetry) {
+		for attempt := 1; ; attempt++ {
+			results, sum, err = o.batchTx(l.dropID, work)
+			if !errors.Is(err, errRetry) || attempt == 3 {
+				break
+			}
+			o.metrics.batchRetries.Inc()
+			o.logger.Info("order batch run again", "drop_id", l.dropID, "attempt", attempt, "err", err)
+		}
 	}
 	o.metrics.batchTx.Observe(time.Since(txStart).Seconds())
 	if err != nil {
@@ -262,15 +409,9 @@ func (o *Orders) runBatch(l *lane, batch []*orderRequest) {
 		}
 		r.answer(results[i].placed, results[i].err)
 	}
-	switch {
-	case learned.final != nil:
-		o.closeGate(l, learned.final)
-	case learned.missing:
-		// No such drop: let the lane go as soon as its queue is empty, so that orders for made-up
-		// drop ids do not pile up idle goroutines.
-		o.mu.Lock()
-		l.missing = true
-		o.mu.Unlock()
+	f.committed, f.stockBefore, f.stockAfter, f.added, f.news = sum.committed, sum.before, sum.after, sum.added, sum.news
+	if sum.committed {
+		o.invalidate(l.dropID)
 	}
 }
 
@@ -324,40 +465,37 @@ FROM orders WHERE drop_id = $1 LIMIT $2`, l.dropID, gateMaxOrders+1)
 
 // errRetry marks a batch that rolled back for a reason that running it again resolves: a key of the
 // batch inserted by a concurrent transaction after the batch looked (the next run sees that order),
-// or a deadlock PostgreSQL broke.
+// a deadlock PostgreSQL broke, or a snapshot that another transaction made stale.
 var errRetry = errors.New("batch to run again")
 
-const batchLockSQL = `SELECT creator_id, status, initial_stock, stock_count, max_per_user,
+// dropRowSQL reads a drop and the clock of the statement's transaction; batchLockSQL also takes the
+// drop's row lock.
+const (
+	dropRowSQL = `SELECT creator_id, status, initial_stock, stock_count, max_per_user,
        now() >= start_time, now() < end_time, date_trunc('milliseconds', now())
-FROM drops WHERE drop_id = $1 FOR NO KEY UPDATE`
+FROM drops WHERE drop_id = $1`
+	batchLockSQL = dropRowSQL + ` FOR NO KEY UPDATE`
+)
 
-// batchTx serves reqs (distinct keys, one drop) in one transaction and returns each one's result and
-// what it learned about the drop. err is for the whole batch.
-func (o *Orders) batchTx(dropID int64, reqs []*orderRequest) (results []orderResult, news dropNews, err error) {
-	ctx, cancel := context.WithTimeout(o.base, o.cfg.TxTimeout)
-	defer cancel()
-	conn, err := o.pool.Acquire(ctx)
-	if err != nil {
-		return nil, dropNews{}, err
-	}
-	defer conn.Release()
-	defer endTx(conn)
+// batchState is what a batch needs to decide: its drop, its buyers' totals, the orders already under
+// its keys, which of its buyers exist, and an order id for each of its orders.
+type batchState struct {
+	d        dropState
+	held     map[int64]int
+	existing map[orderKey]storedOrder
+	known    map[int64]bool
+	ids      []int64
+}
 
+// queueReads queues the reads of a batch's state after the drop's row (lockSQL or dropRowSQL).
+func queueReads(b *pgx.Batch, dropSQL string, dropID int64, reqs []*orderRequest) {
 	n := len(reqs)
 	userIDs := make([]int64, n)
 	keys := make([]string, n)
 	for i, r := range reqs {
 		userIDs[i], keys[i] = r.req.UserID, r.req.IdempotencyKey
 	}
-	d := dropState{id: dropID, found: true}
-	held := make(map[int64]int)
-	existing := make(map[orderKey]storedOrder)
-	knownUser := make(map[int64]bool, n)
-	ids := make([]int64, 0, n)
-
-	b := &pgx.Batch{}
-	b.Queue("BEGIN")
-	b.Queue(batchLockSQL, dropID)
+	b.Queue(dropSQL, dropID)
 	// A join on the array, not user_id = ANY($2): under a generic plan (a prepared statement run
 	// more than five times) ANY over a parameter is tested row by row against the whole array for
 	// every row of the drop, dead versions included: 9 ms a batch of 470 in a sale of 10,000.
@@ -369,108 +507,183 @@ FROM unnest($1::bigint[], $2::text[]) AS k (user_id, key)
 JOIN orders o ON o.user_id = k.user_id AND o.idempotency_key = k.key`, userIDs, keys)
 	b.Queue(`SELECT user_id FROM users WHERE user_id = ANY($1)`, userIDs)
 	b.Queue(`SELECT nextval('orders_order_id_seq') FROM generate_series(1, $1)`, n)
-	lockStart := time.Now()
-	br := conn.SendBatch(ctx, b)
-	err = func() error {
-		if _, err := br.Exec(); err != nil {
-			return err
-		}
-		err := br.QueryRow().Scan(&d.creatorID, &d.status, &d.initialStock, &d.stock, &d.maxPerUser, &d.started,
-			&d.notEnded, &d.now)
-		o.metrics.lockWait.WithLabelValues(string(OrderModeBatched)).Observe(time.Since(lockStart).Seconds())
-		if errors.Is(err, pgx.ErrNoRows) {
-			d.found = false
-		} else if err != nil {
-			return err
-		}
-		d.now = d.now.UTC()
-		var userID int64
-		var qty int
-		rows, _ := br.Query()
-		if _, err := pgx.ForEachRow(rows, []any{&userID, &qty}, func() error { held[userID] = qty; return nil }); err != nil {
-			return err
-		}
-		var (
-			k       orderKey
-			s       storedOrder
-			failure *string
-		)
-		rows, _ = br.Query()
-		_, err = pgx.ForEachRow(rows, []any{&k.userID, &k.key, &s.order.ID, &s.order.DropID, &s.order.Quantity,
-			&s.order.Status, &failure, &s.order.CreatedAt, &s.hash}, func() error {
-			s.order.UserID, s.order.CreatedAt, s.order.FailureCode = k.userID, s.order.CreatedAt.UTC(), ""
-			if failure != nil {
-				s.order.FailureCode = *failure
-			}
-			existing[k] = s
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		rows, _ = br.Query()
-		if _, err := pgx.ForEachRow(rows, []any{&userID}, func() error { knownUser[userID] = true; return nil }); err != nil {
-			return err
-		}
-		var id int64
-		rows, _ = br.Query()
-		_, err = pgx.ForEachRow(rows, []any{&id}, func() error { ids = append(ids, id); return nil })
-		return err
-	}()
-	if err = errors.Join(err, br.Close()); err != nil {
-		return nil, dropNews{}, err
-	}
-	decideStart := time.Now()
-	o.metrics.batchStage.WithLabelValues("read").Observe(decideStart.Sub(lockStart).Seconds())
+}
 
-	// Decide, in queue order.
-	results = make([]orderResult, n)
+// scanReads reads the results of queueReads.
+func scanReads(br pgx.BatchResults, dropID int64, n int, afterDrop func()) (batchState, error) {
+	st := batchState{d: dropState{id: dropID, found: true}, held: make(map[int64]int),
+		existing: make(map[orderKey]storedOrder), known: make(map[int64]bool, n), ids: make([]int64, 0, n)}
+	d := &st.d
+	err := br.QueryRow().Scan(&d.creatorID, &d.status, &d.initialStock, &d.stock, &d.maxPerUser, &d.started,
+		&d.notEnded, &d.now)
+	if afterDrop != nil {
+		afterDrop()
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		d.found = false
+	} else if err != nil {
+		return st, err
+	}
+	d.now = d.now.UTC()
+	var userID int64
+	var qty int
+	rows, _ := br.Query()
+	if _, err := pgx.ForEachRow(rows, []any{&userID, &qty}, func() error { st.held[userID] = qty; return nil }); err != nil {
+		return st, err
+	}
+	var (
+		k       orderKey
+		s       storedOrder
+		failure *string
+	)
+	rows, _ = br.Query()
+	_, err = pgx.ForEachRow(rows, []any{&k.userID, &k.key, &s.order.ID, &s.order.DropID, &s.order.Quantity,
+		&s.order.Status, &failure, &s.order.CreatedAt, &s.hash}, func() error {
+		s.order.UserID, s.order.CreatedAt, s.order.FailureCode = k.userID, s.order.CreatedAt.UTC(), ""
+		if failure != nil {
+			s.order.FailureCode = *failure
+		}
+		st.existing[k] = s
+		return nil
+	})
+	if err != nil {
+		return st, err
+	}
+	rows, _ = br.Query()
+	if _, err := pgx.ForEachRow(rows, []any{&userID}, func() error { st.known[userID] = true; return nil }); err != nil {
+		return st, err
+	}
+	var id int64
+	rows, _ = br.Query()
+	_, err = pgx.ForEachRow(rows, []any{&id}, func() error { st.ids = append(st.ids, id); return nil })
+	return st, err
+}
+
+// readSnapshot reads a batch's state without the row lock, in one REPEATABLE READ snapshot (the
+// drop, the totals and the keys as of one moment), in one round trip.
+func (o *Orders) readSnapshot(ctx context.Context, dropID int64, reqs []*orderRequest) (batchState, error) {
+	conn, err := o.pool.Acquire(ctx)
+	if err != nil {
+		return batchState{}, err
+	}
+	defer conn.Release()
+	defer endTx(conn)
+	b := &pgx.Batch{}
+	b.Queue("BEGIN ISOLATION LEVEL REPEATABLE READ")
+	queueReads(b, dropRowSQL, dropID, reqs)
+	b.Queue("COMMIT")
+	br := conn.SendBatch(ctx, b)
+	st, err := func() (batchState, error) {
+		if _, err := br.Exec(); err != nil {
+			return batchState{}, err
+		}
+		st, err := scanReads(br, dropID, len(reqs), nil)
+		if err != nil {
+			return st, err
+		}
+		_, err = br.Exec()
+		return st, err
+	}()
+	return st, errors.Join(err, br.Close())
+}
+
+// account corrects a snapshot for prev, the batch that was being written while it was read: if prev
+// committed and the snapshot was taken before, prev's units are added. It reports false when the
+// snapshot shows another stock than before or after prev (someone else sold too): then it cannot tell
+// what it holds of prev, and must be read again.
+func (st *batchState) account(prev *flight) bool {
+	if !prev.committed || !st.d.found {
+		return true // nothing of prev to miss
+	}
+	switch st.d.stock {
+	case prev.stockAfter:
+		return true // prev is in the snapshot
+	case prev.stockBefore:
+		st.d.stock = prev.stockAfter
+		if prev.stockAfter == 0 {
+			st.d.status = store.DropSoldOut
+		}
+		for u, q := range prev.added {
+			st.held[u] += q
+		}
+		return true
+	}
+	return false
+}
+
+// plan is what a batch decided: each order's result, the orders to write (indexes into the batch),
+// and the stock expected before and left after.
+type plan struct {
+	d         dropState
+	reqs      []*orderRequest
+	results   []orderResult
+	accepted  []int
+	remaining int
+	news      dropNews
+}
+
+// decide judges reqs in queue order against st: replays of the orders already under their keys, the
+// drop's state, unknown buyers, each buyer's total and the stock left.
+func (st *batchState) decide(reqs []*orderRequest) plan {
+	d := st.d
+	p := plan{d: d, reqs: reqs, results: make([]orderResult, len(reqs)), remaining: d.stock}
 	final, dropErr := d.refusal()
 	if final {
-		news.final = dropErr
+		p.news.final = dropErr
 	}
-	news.missing = !d.found
-	remaining := d.stock
-	var accepted []int // indexes into reqs
+	p.news.missing = !d.found
 	for i, r := range reqs {
-		if s, ok := existing[r.key()]; ok {
-			results[i].placed, results[i].err = s.replay(r.hash)
+		if s, ok := st.existing[r.key()]; ok {
+			p.results[i].placed, p.results[i].err = s.replay(r.hash)
 			continue
 		}
 		err := dropErr
-		if err == nil && !knownUser[r.req.UserID] {
+		if err == nil && !st.known[r.req.UserID] {
 			err = fmt.Errorf("user %d: %w", r.req.UserID, store.ErrNotFound)
 		}
 		if err == nil {
-			err = d.take(r.req.Quantity, remaining, held[r.req.UserID])
+			err = d.take(r.req.Quantity, p.remaining, st.held[r.req.UserID])
 		}
 		if err != nil {
-			results[i].err = err
+			p.results[i].err = err
 			continue
 		}
-		remaining -= r.req.Quantity
-		held[r.req.UserID] += r.req.Quantity
-		results[i].placed.Order = store.Order{ID: ids[len(accepted)], UserID: r.req.UserID, DropID: dropID,
+		p.remaining -= r.req.Quantity
+		st.held[r.req.UserID] += r.req.Quantity
+		p.results[i].placed.Order = store.Order{ID: st.ids[len(p.accepted)], UserID: r.req.UserID, DropID: d.id,
 			Quantity: r.req.Quantity, Status: store.OrderConfirmed, CreatedAt: d.now}
-		accepted = append(accepted, i)
+		p.accepted = append(p.accepted, i)
 	}
-	if len(accepted) == 0 {
-		_, err := conn.Exec(ctx, "ROLLBACK")
-		return results, news, err
-	}
+	return p
+}
 
-	// Write and commit, in one round trip.
+// commitSummary is what a committed batch did to its drop, for the batch read while it was written.
+type commitSummary struct {
+	committed     bool
+	before, after int
+	added         map[int64]int
+	news          dropNews
+}
+
+// queueWrites queues the writes of p: the stock first (it takes the drop's row lock, as batchTx does
+// before anything else, so the two never wait for each other's rows in opposite orders; and a stale
+// snapshot fails at once, with drops_stock_nonnegative), then the orders, the outbox rows and the
+// buyers' totals. It returns the units it adds to each buyer's total.
+func queueWrites(ctx context.Context, b *pgx.Batch, p *plan) (map[int64]int, error) {
+	d, reqs, results := p.d, p.reqs, p.results
+	accepted := slices.Clone(p.accepted)
 	m := len(accepted)
 	events := make([]fanout.Event, 0, m+3)
 	for _, i := range accepted {
 		ev, err := d.confirmedEvent(results[i].placed.Order)
 		if err != nil {
-			return nil, dropNews{}, err
+			return nil, err
 		}
 		events = append(events, ev)
 	}
 	// Rows in key order: batches of two drops that share keys (a key reused across drops) then take
-	// the keys' index locks in the same order and cannot deadlock.
+	// the keys' index locks in the same order and cannot deadlock; and two batches that share buyers
+	// lock their totals in the same order.
 	slices.SortFunc(accepted, func(a, b int) int {
 		return cmp.Or(cmp.Compare(reqs[a].req.UserID, reqs[b].req.UserID),
 			strings.Compare(reqs[a].req.IdempotencyKey, reqs[b].req.IdempotencyKey))
@@ -479,50 +692,136 @@ JOIN orders o ON o.user_id = k.user_id AND o.idempotency_key = k.key`, userIDs, 
 	orderKeys, hashes := make([]string, m), make([][]byte, m)
 	var totalUsers []int64 // the buyers' totals, one row per buyer, in user order
 	var totalQty []int32
+	added := make(map[int64]int)
 	for j, i := range accepted {
 		ord := results[i].placed.Order
 		orderIDs[j], buyers[j], quantities[j] = ord.ID, ord.UserID, int32(ord.Quantity)
 		orderKeys[j], hashes[j] = reqs[i].req.IdempotencyKey, reqs[i].hash[:]
+		added[ord.UserID] += ord.Quantity
 		if n := len(totalUsers); n > 0 && totalUsers[n-1] == ord.UserID {
 			totalQty[n-1] += int32(ord.Quantity)
 		} else {
 			totalUsers, totalQty = append(totalUsers, ord.UserID), append(totalQty, int32(ord.Quantity))
 		}
 	}
-	taken := d.stock - remaining
-	events = append(events, d.stockEvents(d.stock, remaining)...)
+	taken := d.stock - p.remaining
+	events = append(events, d.stockEvents(d.stock, p.remaining)...)
 
-	b = &pgx.Batch{}
+	// The stock must still be what the decisions were made against, and the drop still live; else
+	// -1 breaks drops_stock_nonnegative and the whole batch rolls back (under the row lock of batchTx
+	// nothing can have changed; after a snapshot, someone else may have sold meanwhile).
+	b.Queue(`UPDATE drops SET stock_count = CASE WHEN `+liveCondition+` AND stock_count = $3 THEN stock_count - $2 ELSE -1 END,
+       status = CASE WHEN stock_count = $3 AND $2 = $3 THEN 'sold_out' ELSE status END
+WHERE drop_id = $1`, d.id, taken, d.stock)
 	b.Queue(`INSERT INTO orders (order_id, user_id, drop_id, quantity, status, idempotency_key, request_hash, created_at)
 SELECT o.id, o.user_id, $1, o.quantity, 'confirmed', o.key, o.hash, $2
 FROM unnest($3::bigint[], $4::bigint[], $5::int[], $6::text[], $7::bytea[]) AS o (id, user_id, quantity, key, hash)`,
-		dropID, d.now, orderIDs, buyers, quantities, orderKeys, hashes)
+		d.id, d.now, orderIDs, buyers, quantities, orderKeys, hashes)
+	if err := InsertEvents(ctx, queue{b}, events...); err != nil {
+		return nil, err
+	}
 	b.Queue(`INSERT INTO drop_purchases AS p (drop_id, user_id, quantity, max_per_user)
 SELECT $1, t.user_id, t.quantity, $2 FROM unnest($3::bigint[], $4::int[]) AS t (user_id, quantity)
 ON CONFLICT (drop_id, user_id) DO UPDATE SET quantity = p.quantity + excluded.quantity`,
-		dropID, d.maxPerUser, totalUsers, totalQty)
-	// Under the row lock nothing can have changed since it was read; should it have, -1 breaks
-	// drops_stock_nonnegative and the whole batch rolls back.
-	b.Queue(`UPDATE drops SET stock_count = CASE WHEN `+liveCondition+` THEN stock_count - $2 ELSE -1 END,
-       status = CASE WHEN stock_count = $2 THEN 'sold_out' ELSE status END
-WHERE drop_id = $1`, dropID, taken)
-	if err := InsertEvents(ctx, queue{b}, events...); err != nil {
-		return nil, dropNews{}, err
+		d.id, d.maxPerUser, totalUsers, totalQty)
+	return added, nil
+}
+
+// summary is what p did once committed.
+func (p *plan) summary(added map[int64]int) commitSummary {
+	s := commitSummary{committed: true, before: p.d.stock, after: p.remaining, added: added, news: p.news}
+	if p.remaining == 0 {
+		s.news.final = fmt.Errorf("drop %d: %w", p.d.id, store.ErrSoldOut)
+	}
+	return s
+}
+
+// staleOrRetry classifies the error of a batch's write: errRetry when running the batch again under
+// the row lock resolves it (a deadlock, a key taken meanwhile, and, after a snapshot, the stock or a
+// buyer's total changed by someone else).
+func staleOrRetry(err error, fromSnapshot bool) error {
+	code, constraint := pgError(err)
+	switch {
+	case code == "40P01", code == "23505" && constraint == ConstraintOrderUserIdempotencyKey:
+		return fmt.Errorf("%w: %w", errRetry, err)
+	case fromSnapshot && code == "23514" && (constraint == ConstraintStockNonNegative ||
+		constraint == ConstraintDropSoldOutHasNoStock || constraint == ConstraintPurchaseWithinLimit):
+		// The -1 of a stale stock breaks drops_stock_nonnegative, or first drops_sold_out_has_no_stock
+		// when someone else sold the drop out meanwhile.
+		return fmt.Errorf("%w: %w", errRetry, err)
+	}
+	return err
+}
+
+// writePlan writes p, decided from a snapshot, in one transaction of one round trip.
+func (o *Orders) writePlan(dropID int64, p *plan) ([]orderResult, commitSummary, error) {
+	ctx, cancel := context.WithTimeout(o.base, o.cfg.TxTimeout)
+	defer cancel()
+	conn, err := o.pool.Acquire(ctx)
+	if err != nil {
+		return nil, commitSummary{}, err
+	}
+	defer conn.Release()
+	defer endTx(conn)
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	added, err := queueWrites(ctx, b, p)
+	if err != nil {
+		return nil, commitSummary{}, err
 	}
 	b.Queue("COMMIT")
 	writeStart := time.Now()
-	o.metrics.batchStage.WithLabelValues("decide").Observe(writeStart.Sub(decideStart).Seconds())
 	err = execBatch(ctx, conn, b)
 	o.metrics.batchStage.WithLabelValues("write").Observe(time.Since(writeStart).Seconds())
+	o.metrics.lockWait.WithLabelValues(string(OrderModeBatched)).Observe(time.Since(writeStart).Seconds())
 	if err != nil {
-		if code, constraint := pgError(err); code == "40P01" || code == "23505" && constraint == ConstraintOrderUserIdempotencyKey {
-			return nil, dropNews{}, fmt.Errorf("%w: %w", errRetry, err)
+		return nil, commitSummary{}, staleOrRetry(err, true)
+	}
+	return p.results, p.summary(added), nil
+}
+
+// batchTx serves reqs (distinct keys, one drop) in one transaction of two round trips under the
+// drop's row lock, and returns each one's result and what it did to the drop. err is for the whole
+// batch.
+func (o *Orders) batchTx(dropID int64, reqs []*orderRequest) ([]orderResult, commitSummary, error) {
+	ctx, cancel := context.WithTimeout(o.base, o.cfg.TxTimeout)
+	defer cancel()
+	conn, err := o.pool.Acquire(ctx)
+	if err != nil {
+		return nil, commitSummary{}, err
+	}
+	defer conn.Release()
+	defer endTx(conn)
+
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	queueReads(b, batchLockSQL, dropID, reqs)
+	lockStart := time.Now()
+	br := conn.SendBatch(ctx, b)
+	st, err := func() (batchState, error) {
+		if _, err := br.Exec(); err != nil {
+			return batchState{}, err
 		}
-		return nil, dropNews{}, err
+		return scanReads(br, dropID, len(reqs), func() {
+			o.metrics.lockWait.WithLabelValues(string(OrderModeBatched)).Observe(time.Since(lockStart).Seconds())
+		})
+	}()
+	if err = errors.Join(err, br.Close()); err != nil {
+		return nil, commitSummary{}, err
 	}
-	o.invalidate(dropID)
-	if remaining == 0 {
-		news.final = fmt.Errorf("drop %d: %w", dropID, store.ErrSoldOut)
+	p := st.decide(reqs)
+	if len(p.accepted) == 0 {
+		_, err := conn.Exec(ctx, "ROLLBACK")
+		return p.results, commitSummary{before: st.d.stock, after: st.d.stock, news: p.news}, err
 	}
-	return results, news, nil
+	b = &pgx.Batch{}
+	added, err := queueWrites(ctx, b, &p)
+	if err != nil {
+		return nil, commitSummary{}, err
+	}
+	b.Queue("COMMIT")
+	if err := execBatch(ctx, conn, b); err != nil {
+		return nil, commitSummary{}, staleOrRetry(err, false)
+	}
+	return p.results, p.summary(added), nil
 }

@@ -36,8 +36,8 @@ func newOrderMetrics(reg prometheus.Registerer) (*orderMetrics, error) {
 		}, []string{"outcome"}),
 		lockWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "livedrops", Subsystem: "order", Name: "lock_wait_seconds",
-			Help: "Time for the first round trip of an order (single) or batch (batched) transaction, " +
-				"which waits for the drop's row lock: the database contention.",
+			Help: "Time for the round trip that waits for the drop's row lock: the first of an order's " +
+				"transaction (single), the write of a batch (batched): the database contention.",
 			Buckets: latency,
 		}, []string{"mode"}),
 		batchWait: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -57,9 +57,10 @@ func newOrderMetrics(reg prometheus.Registerer) (*orderMetrics, error) {
 		}),
 		batchStage: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "livedrops", Subsystem: "order", Name: "batch_stage_seconds",
-			Help: "Time of each stage of a batched transaction: read (the first round trip: row lock, totals, keys, " +
-				"users, ids), decide (in Go, under the lock, until the second round trip is sent), write (the " +
-				"second round trip: the rows, the stock, the outbox, the commit's flush).",
+			Help: "Time of each stage of a batch: read (one round trip, a snapshot of the drop, the buyers' totals, " +
+				"the keys, the users, and order ids, while the previous batch may still be writing), wait (for " +
+				"the previous batch to commit), decide (in Go), write (one round trip: the stock under the " +
+				"row lock, the orders, the outbox, the totals, the commit's flush).",
 			Buckets: latency,
 		}, []string{"stage"}),
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -912,7 +912,12 @@ func TestOrderMetrics(t *testing.T) {
 		{"livedrops_order_rejections_total", map[string]string{"reason": "limit_exceeded", "source": "database"}, 1},
 		{"livedrops_order_batch_size", nil, 3},
 		{"livedrops_order_batch_wait_seconds", nil, 3},
-		{"livedrops_order_lock_wait_seconds", map[string]string{"mode": "batched"}, 3},
+		// Every batch reads a snapshot; only the one that wrote took the drop's row lock (the replay and
+		// the refusal wrote nothing).
+		{"livedrops_order_batch_stage_seconds", map[string]string{"stage": "read"}, 3},
+		{"livedrops_order_batch_stage_seconds", map[string]string{"stage": "write"}, 1},
+		{"livedrops_order_lock_wait_seconds", map[string]string{"mode": "batched"}, 1},
+		{"livedrops_order_batch_tx_seconds", nil, 1},
 	}
 	for _, tc := range tests {
 		if got := metricValue(t, reg, tc.name, tc.labels); got != tc.want {
