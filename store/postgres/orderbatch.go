@@ -16,29 +16,34 @@ import (
 )
 
 // The batched mode. Each drop with orders in flight on this process has a lane: a queue and one
-// goroutine that takes whatever is queued (up to MaxBatch) and serves it in two round trips, the
-// first of which overlaps the write of the batch before:
+// goroutine that takes whatever is queued (up to MaxBatch) and serves it in two round trips, while up
+// to two batches before it are still writing (flights):
 //
 //	read   BEGIN ISOLATION LEVEL REPEATABLE READ; the drop; the buyers' totals; the orders already
-//	       under the batch's keys; the users; order ids; COMMIT (one snapshot, no lock)
-//	wait   for the batch before to commit; if the snapshot was taken before that commit, add its
-//	       units (the lane knows them); if someone else sold meanwhile too, read again
+//	       under the batch's keys; the users; order ids; COMMIT (one snapshot, no lock). The flights
+//	       it does not show yet (told by the stock: theirs chain, each planned against the one
+//	       before) are counted as planned: their units, their buyers' totals
 //	decide in Go: each order in queue order against the stock left and each buyer's total
-//	write  BEGIN; UPDATE the drop's stock, only if it is still what was decided against and the drop
-//	       still live (the row lock); INSERT every accepted order (one multi-row INSERT); INSERT the
-//	       outbox rows; upsert the buyers' totals (one statement); COMMIT
+//	write  BEGIN; pg_advisory_xact_lock(this batch) (its own round trip, so the next batch can wait
+//	       on it); then, in one round trip: INSERT every accepted order (one multi-row INSERT; it
+//	       runs while the batch before still writes); wait for the transaction of the batch counted
+//	       on to end (its advisory lock) and check that its first order is there (else 1/0); UPDATE
+//	       the drop's stock only if it is what was decided against and the drop still live (the row
+//	       lock); INSERT the outbox rows (under the row lock: a drop's rows get ids in commit order);
+//	       upsert the buyers' totals; COMMIT
 //
-// The write holds the row lock for one round trip of PostgreSQL's own work, with no client step
-// inside. A write whose snapshot turned out stale (another process sold or the drop ended meanwhile,
-// which the stock check catches, a key inserted concurrently, a buyer's total over the limit) rolls
-// back whole and the batch runs again under the row lock (batchTx): BEGIN; the same reads after
-// SELECT ... FOR NO KEY UPDATE; decide; the same writes; COMMIT, deciding from rows read under the
-// lock, without racing anyone. Either way the schema's CHECKs stay the last line: should one fail,
-// the batch rolls back and its buyers get an error (never a 201), never an oversell. A batch is one
-// transaction: all of it commits or none, so a process killed mid-batch leaves nothing half done,
-// and its buyers, who got no answer, find their order or nothing when they retry. Its buyers are
-// answered only once it has committed; a batch that writes nothing answers once the batch before has
-// landed. An order under a key of the batch being written waits for the next batch (a replay).
+// A batch commits only after, and only if, the batch it counted on committed as planned. A write
+// whose snapshot turned out stale (the batch counted on did not commit as planned, another process
+// sold or the drop ended meanwhile, a key was inserted concurrently, a buyer's total went over the
+// limit) rolls back whole and the batch runs again under the row lock (batchTx): BEGIN; the same
+// reads after SELECT ... FOR NO KEY UPDATE; decide; the same writes; COMMIT, deciding from rows read
+// under the lock, without racing anyone. Either way the schema's CHECKs stay the last line: should
+// one fail, the batch rolls back and its buyers get an error (never a 201), never an oversell. A
+// batch is one transaction: all of it commits or none, so a process killed mid-batch leaves nothing
+// half done, and its buyers, who got no answer, find their order or nothing when they retry. Buyers
+// are answered only once their batch has committed; a batch that writes nothing (refusals, replays)
+// answers once the batches it counted on have landed, and is read again if they did not commit as
+// planned. An order under a key of a batch still writing waits for a later batch (a replay).
 //
 // Once PostgreSQL has said a drop is sold out or ended, which is final, the lane keeps that answer
 // and the drop's orders by key (they can no longer change) and answers every later order from
@@ -153,33 +158,29 @@ func (o *Orders) fromGate(ctx context.Context, g *gate, r *orderRequest) (store.
 }
 
 // serve is the goroutine of lane l: it runs batches while orders are queued, and stops once the lane
-// has been idle for IdleTimeout, or once Orders is closed and the queue is empty. One batch may be
-// writing (a flight) while the next one reads.
+// has been idle for IdleTimeout, or once Orders is closed and the queue is empty. Up to two batches
+// may be writing (flights) while the next one reads.
 func (o *Orders) serve(l *lane) {
 	defer o.batchers.Done()
 	idle := time.NewTimer(o.cfg.IdleTimeout)
 	defer idle.Stop()
 	var seen uint64
-	var prev *flight // the batch being written, if any
+	var p pipeline
 	for {
 		batch, exit := o.take(l)
 		if exit {
-			if prev != nil {
-				<-prev.done
-				o.land(l, prev)
-			}
+			o.landAll(l, &p)
 			return
 		}
 		if len(batch) > 0 {
-			prev = o.runBatch(l, batch, prev)
+			o.runBatch(l, batch, &p)
 			continue
 		}
-		if prev != nil {
-			// Nothing queued: see the flight land (its answers are out already), unless orders come.
+		if f := p.oldest(); f != nil {
+			// Nothing queued: see the flights land (their answers are out already), unless orders come.
 			select {
-			case <-prev.done:
-				o.land(l, prev)
-				prev = nil
+			case <-f.done:
+				o.landOldest(l, &p)
 			case <-l.wake:
 			case <-o.closing:
 			}
@@ -222,28 +223,94 @@ func (o *Orders) take(l *lane) (batch []*orderRequest, exit bool) {
 	return batch, false
 }
 
-// flight is a batch whose write transaction runs while the lane reads the next batch. Its fields
-// below done are set before done is closed, and read only after.
+// flight is a batch whose write transaction runs while the lane reads and writes the next one. The
+// fields above done are set when it starts; those below, before done is closed, and read only after.
 type flight struct {
 	keys map[orderKey]bool // every key of the batch
-	done chan struct{}
+	// What it plans to do to the drop (planned false: unknown, as for a batch run under the lock).
+	planned       bool
+	before, after int           // the stock it expects to find, and to leave
+	adds          map[int64]int // the units it adds to each buyer's total
+	firstID       int64         // the id of its first order: its witness, and its advisory lock
+	locked        chan struct{} // closed once its transaction holds its advisory lock (or failed)
+	done          chan struct{}
 
-	committed   bool          // the transaction committed
-	stockBefore int           // the stock it found (or expected) before it
-	stockAfter  int           // and left
-	added       map[int64]int // units it added to each buyer's total
-	news        dropNews
+	committed bool // the transaction committed
+	asPlanned bool // and did what it planned (not run again under the lock)
+	news      dropNews
 }
 
-// runBatch serves batch: it reads what the batch needs in a snapshot, while prev (if any) is still
-// writing; it waits for prev to land and accounts for it; it decides each order; and it starts the
-// write of what it accepted, returned as the next flight (nil when there is nothing to write, the
-// orders answered already).
-func (o *Orders) runBatch(l *lane, batch []*orderRequest, prev *flight) *flight {
+// pipeline is what a lane has in flight: the flights not landed yet, oldest first. Each planned
+// against the one before it, so their stocks chain: flights[i].before == flights[i-1].after.
+type pipeline struct{ flights []*flight }
+
+// maxReadAhead is how many flights may still be writing while a batch reads.
+const maxReadAhead = 2
+
+func (p *pipeline) oldest() *flight {
+	if len(p.flights) == 0 {
+		return nil
+	}
+	return p.flights[0]
+}
+
+func (p *pipeline) latest() *flight {
+	if len(p.flights) == 0 {
+		return nil
+	}
+	return p.flights[len(p.flights)-1]
+}
+
+// landOldest waits for the oldest flight and takes in what it learned.
+func (o *Orders) landOldest(l *lane, p *pipeline) {
+	f := p.flights[0]
+	<-f.done
+	o.learn(l, f.news)
+	p.flights[0] = nil
+	p.flights = p.flights[1:]
+}
+
+// landDone lands the flights that are done, oldest first, without waiting.
+func (o *Orders) landDone(l *lane, p *pipeline) {
+	for f := p.oldest(); f != nil; f = p.oldest() {
+		select {
+		case <-f.done:
+			o.landOldest(l, p)
+		default:
+			return
+		}
+	}
+}
+
+func (o *Orders) landAll(l *lane, p *pipeline) {
+	for p.oldest() != nil {
+		o.landOldest(l, p)
+	}
+}
+
+// advisoryClass is the first key of the transaction-level advisory locks by which a batch's write
+// waits for the end of the write before it (the second key: the low 32 bits of the latter's first
+// order id). The two-key form never meets the one-key locks of Leader and Migrate.
+const advisoryClass = 0x4c44_4f52 // "LDOR"
+
+// runBatch serves batch: it reads what the batch needs in a snapshot while the batches before (the
+// flights) may still be writing, and counts the planned units of those the snapshot does not show
+// yet; it decides each order; and it starts the write of what it accepted as the next flight, which
+// commits only after, and only if, the batch before committed as planned. A batch that writes nothing
+// answers once the batches it counted on have landed.
+func (o *Orders) runBatch(l *lane, batch []*orderRequest, p *pipeline) {
 	start := time.Now()
 	work := make([]*orderRequest, 0, len(batch))
 	var later []*orderRequest
 	seen := make(map[orderKey]bool, len(batch))
+	inFlight := func(k orderKey) bool {
+		for _, f := range p.flights {
+			if f.keys[k] {
+				return true
+			}
+		}
+		return false
+	}
 	for _, r := range batch {
 		if err := r.ctx.Err(); err != nil {
 			r.answer(store.Placed{}, err) // gone before its turn: nothing was done
@@ -253,9 +320,9 @@ func (o *Orders) runBatch(l *lane, batch []*orderRequest, prev *flight) *flight 
 			r.waited = true
 			o.metrics.batchWait.Observe(start.Sub(r.enqueued).Seconds())
 		}
-		// A second order under a key already in this batch, or in the one being written, waits for
-		// the next batch, where it finds the first one's order (a replay) or nothing.
-		if seen[r.key()] || (prev != nil && prev.keys[r.key()]) {
+		// A second order under a key already in this batch, or in one being written, waits for a
+		// later batch, where it finds the first one's order (a replay) or nothing.
+		if seen[r.key()] || inFlight(r.key()) {
 			later = append(later, r)
 			continue
 		}
@@ -266,21 +333,25 @@ func (o *Orders) runBatch(l *lane, batch []*orderRequest, prev *flight) *flight 
 		o.mu.Lock()
 		l.pending = append(later, l.pending...)
 		o.mu.Unlock()
-		if len(work) == 0 && prev != nil {
-			// Only orders waiting for prev: let it land first, or they would be taken again at once.
-			<-prev.done
-			o.land(l, prev)
-			return nil
-		}
 	}
 	if len(work) == 0 {
-		return prev
+		if len(later) > 0 && p.oldest() != nil {
+			// Only orders waiting for a flight: let it land first, or they would be taken again at once.
+			o.landOldest(l, p)
+		}
+		return
 	}
 	if g := o.gateOf(l); g != nil { // queued before the drop was known to be over
 		for _, r := range work {
 			r.answer(o.fromGate(r.ctx, g, r))
 		}
-		return prev
+		return
+	}
+	// At most maxReadAhead flights may still be writing while this batch reads, all planned (what a
+	// batch run under the lock does is known only once it is done).
+	o.landDone(l, p)
+	for len(p.flights) >= maxReadAhead || (len(p.flights) > 0 && !p.latest().planned) {
+		o.landOldest(l, p)
 	}
 
 	o.metrics.batchSize.Observe(float64(len(work)))
@@ -289,52 +360,92 @@ func (o *Orders) runBatch(l *lane, batch []*orderRequest, prev *flight) *flight 
 	readStart := time.Now()
 	st, err := o.readSnapshot(ctx, l.dropID, work)
 	o.metrics.batchStage.WithLabelValues("read").Observe(time.Since(readStart).Seconds())
-	if prev != nil {
-		waitStart := time.Now()
-		<-prev.done
-		o.metrics.batchStage.WithLabelValues("wait").Observe(time.Since(waitStart).Seconds())
-		o.land(l, prev)
-		if err == nil && !st.account(prev) {
-			// Someone else sold meanwhile too: read again, now that prev is in.
+	// The flights the snapshot does not show yet are a tail of the chain: find where it starts by the
+	// stock. counted is the latest of them, whose commit this batch's write waits for.
+	var counted *flight
+	if err == nil && st.d.found && len(p.flights) > 0 {
+		visible := -1
+		if st.d.stock == p.latest().after {
+			visible = len(p.flights)
+		}
+		for i, f := range p.flights {
+			if visible < 0 && st.d.stock == f.before {
+				visible = i
+			}
+		}
+		switch {
+		case visible < 0: // someone else sold meanwhile too: read again once the flights are in
+			waitStart := time.Now()
+			o.landAll(l, p)
+			o.metrics.batchStage.WithLabelValues("wait").Observe(time.Since(waitStart).Seconds())
 			st, err = o.readSnapshot(ctx, l.dropID, work)
+		case visible < len(p.flights):
+			for _, f := range p.flights[visible:] {
+				st.count(f)
+			}
+			counted = p.latest()
 		}
 	}
-	if g := o.gateOf(l); g != nil { // prev sold the rest
+	if g := o.gateOf(l); g != nil {
 		for _, r := range work {
 			r.answer(o.fromGate(r.ctx, g, r))
 		}
-		return nil
+		return
 	}
 	if err != nil {
-		// Nothing was written: the locked path tells each buyer what PostgreSQL says.
+		// Nothing was written: the batch runs under the row lock, which reads again.
 		o.logger.Info("order batch read failed; running it under the row lock", "drop_id", l.dropID, "err", err)
-		f := o.newFlight(work)
-		o.fly(l, f, work, nil)
-		return f
+		o.landAll(l, p)
+		f := o.newFlight(work, nil)
+		o.fly(l, f, work, nil, nil)
+		p.flights = append(p.flights, f)
+		return
 	}
 	decideStart := time.Now()
-	p := st.decide(work)
-	if len(p.accepted) == 0 {
-		o.metrics.batchStage.WithLabelValues("decide").Observe(time.Since(decideStart).Seconds())
-		for i, r := range work {
-			if p.results[i].err != nil {
-				o.metrics.rejected(p.results[i].err, "database")
-			}
-			r.answer(p.results[i].placed, p.results[i].err)
-		}
-		o.learn(l, p.news)
-		return nil
-	}
-	f := o.newFlight(work)
-	go o.fly(l, f, work, &p)
+	pl := st.decide(work)
 	o.metrics.batchStage.WithLabelValues("decide").Observe(time.Since(decideStart).Seconds())
-	return f
+	if len(pl.accepted) == 0 {
+		if counted != nil {
+			// The refusals count on counted's units: answer them only once it has committed.
+			waitStart := time.Now()
+			for slices.Contains(p.flights, counted) {
+				o.landOldest(l, p)
+			}
+			o.metrics.batchStage.WithLabelValues("wait").Observe(time.Since(waitStart).Seconds())
+			if !counted.asPlanned {
+				o.mu.Lock()
+				l.pending = append(work, l.pending...)
+				o.mu.Unlock()
+				return
+			}
+		}
+		for i, r := range work {
+			if pl.results[i].err != nil {
+				o.metrics.rejected(pl.results[i].err, "database")
+			}
+			r.answer(pl.results[i].placed, pl.results[i].err)
+		}
+		o.learn(l, pl.news)
+		return
+	}
+	f := o.newFlight(work, &pl)
+	go o.fly(l, f, work, &pl, counted)
+	p.flights = append(p.flights, f)
 }
 
-func (o *Orders) newFlight(work []*orderRequest) *flight {
-	f := &flight{keys: make(map[orderKey]bool, len(work)), done: make(chan struct{})}
+func (o *Orders) newFlight(work []*orderRequest, pl *plan) *flight {
+	f := &flight{keys: make(map[orderKey]bool, len(work)), locked: make(chan struct{}), done: make(chan struct{})}
 	for _, r := range work {
 		f.keys[r.key()] = true
+	}
+	if pl != nil {
+		f.planned, f.before, f.after = true, pl.d.stock, pl.remaining
+		f.adds = make(map[int64]int)
+		for _, i := range pl.accepted {
+			ord := pl.results[i].placed.Order
+			f.adds[ord.UserID] += ord.Quantity
+		}
+		f.firstID = pl.results[pl.accepted[0]].placed.Order.ID
 	}
 	return f
 }
@@ -345,9 +456,6 @@ func (o *Orders) gateOf(l *lane) *gate {
 	defer o.mu.Unlock()
 	return l.gate
 }
-
-// land takes in what a finished flight learned about its drop.
-func (o *Orders) land(l *lane, f *flight) { o.learn(l, f.news) }
 
 // learn takes in what a batch learned about its drop: that it can take no more (the gate closes), or
 // that it does not exist.
@@ -366,11 +474,12 @@ func (o *Orders) learn(l *lane, news dropNews) {
 	}
 }
 
-// fly writes plan (decided from a snapshot) in one transaction and answers the batch once it has
-// committed. When the snapshot turns out stale (another process sold meanwhile, the drop ended, a
-// key was taken concurrently), or plan is nil, the batch runs again under the drop's row lock
-// (batchTx), which decides from what it reads after taking the lock.
-func (o *Orders) fly(l *lane, f *flight, work []*orderRequest, p *plan) {
+// fly writes pl (decided from a snapshot, counting on after's units when after is not nil) in one
+// transaction and answers the batch once it has committed. When the snapshot turns out stale (after
+// did not commit as planned, another process sold meanwhile, the drop ended, a key was taken
+// concurrently), or pl is nil, the batch runs again under the drop's row lock (batchTx), which
+// decides from what it reads after taking the lock.
+func (o *Orders) fly(l *lane, f *flight, work []*orderRequest, pl *plan, after *flight) {
 	defer close(f.done)
 	txStart := time.Now()
 	var (
@@ -378,14 +487,17 @@ func (o *Orders) fly(l *lane, f *flight, work []*orderRequest, p *plan) {
 		sum     commitSummary
 		err     error
 	)
-	if p != nil {
-		results, sum, err = o.writePlan(l.dropID, p)
+	if pl != nil {
+		results, sum, err = o.writePlan(l.dropID, f, pl, after)
+		f.asPlanned = err == nil
 		if errors.Is(err, errRetry) {
 			o.metrics.batchRetries.Inc()
 			o.logger.Debug("order batch snapshot was stale; running it under the row lock", "drop_id", l.dropID, "err", err)
 		}
+	} else {
+		close(f.locked)
 	}
-	if p == nil || errors.Is(err, errRetry) {
+	if pl == nil || errors.Is(err, errRetry) {
 		for attempt := 1; ; attempt++ {
 			results, sum, err = o.batchTx(l.dropID, work)
 			if !errors.Is(err, errRetry) || attempt == 3 {
@@ -409,7 +521,7 @@ func (o *Orders) fly(l *lane, f *flight, work []*orderRequest, p *plan) {
 		}
 		r.answer(results[i].placed, results[i].err)
 	}
-	f.committed, f.stockBefore, f.stockAfter, f.added, f.news = sum.committed, sum.before, sum.after, sum.added, sum.news
+	f.committed, f.news = sum.committed, sum.news
 	if sum.committed {
 		o.invalidate(l.dropID)
 	}
@@ -587,28 +699,15 @@ func (o *Orders) readSnapshot(ctx context.Context, dropID int64, reqs []*orderRe
 	return st, errors.Join(err, br.Close())
 }
 
-// account corrects a snapshot for prev, the batch that was being written while it was read: if prev
-// committed and the snapshot was taken before, prev's units are added. It reports false when the
-// snapshot shows another stock than before or after prev (someone else sold too): then it cannot tell
-// what it holds of prev, and must be read again.
-func (st *batchState) account(prev *flight) bool {
-	if !prev.committed || !st.d.found {
-		return true // nothing of prev to miss
+// count adds to a snapshot the units f plans to take, which it does not show yet.
+func (st *batchState) count(f *flight) {
+	st.d.stock = f.after
+	if f.after == 0 {
+		st.d.status = store.DropSoldOut
 	}
-	switch st.d.stock {
-	case prev.stockAfter:
-		return true // prev is in the snapshot
-	case prev.stockBefore:
-		st.d.stock = prev.stockAfter
-		if prev.stockAfter == 0 {
-			st.d.status = store.DropSoldOut
-		}
-		for u, q := range prev.added {
-			st.held[u] += q
-		}
-		return true
+	for u, q := range f.adds {
+		st.held[u] += q
 	}
-	return false
 }
 
 // plan is what a batch decided: each order's result, the orders to write (indexes into the batch),
@@ -665,11 +764,13 @@ type commitSummary struct {
 	news          dropNews
 }
 
-// queueWrites queues the writes of p: the stock first (it takes the drop's row lock, as batchTx does
-// before anything else, so the two never wait for each other's rows in opposite orders; and a stale
-// snapshot fails at once, with drops_stock_nonnegative), then the orders, the outbox rows and the
-// buyers' totals. It returns the units it adds to each buyer's total.
-func queueWrites(ctx context.Context, b *pgx.Batch, p *plan) (map[int64]int, error) {
+// queueWrites queues the writes of p: the orders (which wait for no one), then what wait queues (nil:
+// nothing), then the stock (the drop's row lock; a stale snapshot fails here, with
+// drops_stock_nonnegative), then the outbox rows (under the row lock, so a drop's rows get their ids
+// in commit order, as the relay's coalescing of stock.changed counts on), then the buyers' totals
+// (after the row lock, as in batchTx, so the two never wait for each other's rows in opposite
+// orders). It returns the units it adds to each buyer's total.
+func queueWrites(ctx context.Context, b *pgx.Batch, p *plan, wait func(*pgx.Batch)) (map[int64]int, error) {
 	d, reqs, results := p.d, p.reqs, p.results
 	accepted := slices.Clone(p.accepted)
 	m := len(accepted)
@@ -707,16 +808,19 @@ func queueWrites(ctx context.Context, b *pgx.Batch, p *plan) (map[int64]int, err
 	taken := d.stock - p.remaining
 	events = append(events, d.stockEvents(d.stock, p.remaining)...)
 
+	b.Queue(`INSERT INTO orders (order_id, user_id, drop_id, quantity, status, idempotency_key, request_hash, created_at)
+SELECT o.id, o.user_id, $1, o.quantity, 'confirmed', o.key, o.hash, $2
+FROM unnest($3::bigint[], $4::bigint[], $5::int[], $6::text[], $7::bytea[]) AS o (id, user_id, quantity, key, hash)`,
+		d.id, d.now, orderIDs, buyers, quantities, orderKeys, hashes)
+	if wait != nil {
+		wait(b)
+	}
 	// The stock must still be what the decisions were made against, and the drop still live; else
 	// -1 breaks drops_stock_nonnegative and the whole batch rolls back (under the row lock of batchTx
 	// nothing can have changed; after a snapshot, someone else may have sold meanwhile).
 	b.Queue(`UPDATE drops SET stock_count = CASE WHEN `+liveCondition+` AND stock_count = $3 THEN stock_count - $2 ELSE -1 END,
        status = CASE WHEN stock_count = $3 AND $2 = $3 THEN 'sold_out' ELSE status END
 WHERE drop_id = $1`, d.id, taken, d.stock)
-	b.Queue(`INSERT INTO orders (order_id, user_id, drop_id, quantity, status, idempotency_key, request_hash, created_at)
-SELECT o.id, o.user_id, $1, o.quantity, 'confirmed', o.key, o.hash, $2
-FROM unnest($3::bigint[], $4::bigint[], $5::int[], $6::text[], $7::bytea[]) AS o (id, user_id, quantity, key, hash)`,
-		d.id, d.now, orderIDs, buyers, quantities, orderKeys, hashes)
 	if err := InsertEvents(ctx, queue{b}, events...); err != nil {
 		return nil, err
 	}
@@ -744,6 +848,9 @@ func staleOrRetry(err error, fromSnapshot bool) error {
 	switch {
 	case code == "40P01", code == "23505" && constraint == ConstraintOrderUserIdempotencyKey:
 		return fmt.Errorf("%w: %w", errRetry, err)
+	case fromSnapshot && code == "22012":
+		// 1/0: the batch counted on did not commit as planned.
+		return fmt.Errorf("%w: %w", errRetry, err)
 	case fromSnapshot && code == "23514" && (constraint == ConstraintStockNonNegative ||
 		constraint == ConstraintDropSoldOutHasNoStock || constraint == ConstraintPurchaseWithinLimit):
 		// The -1 of a stale stock breaks drops_stock_nonnegative, or first drops_sold_out_has_no_stock
@@ -753,10 +860,22 @@ func staleOrRetry(err error, fromSnapshot bool) error {
 	return err
 }
 
-// writePlan writes p, decided from a snapshot, in one transaction of one round trip.
-func (o *Orders) writePlan(dropID int64, p *plan) ([]orderResult, commitSummary, error) {
+// writePlan writes pl, decided from a snapshot, in one transaction: a first round trip takes f's
+// advisory lock (its successor waits on it), the second does the rest. Counting on after's units, it
+// inserts its orders, then waits for after's transaction to end and checks that its first order is
+// there (else 1/0, and the batch runs again under the row lock), then takes the row lock with the
+// stock check, then the outbox rows and the totals, then commits.
+func (o *Orders) writePlan(dropID int64, f *flight, pl *plan, after *flight) ([]orderResult, commitSummary, error) {
 	ctx, cancel := context.WithTimeout(o.base, o.cfg.TxTimeout)
 	defer cancel()
+	lockedOnce := func() {
+		select {
+		case <-f.locked:
+		default:
+			close(f.locked)
+		}
+	}
+	defer lockedOnce()
 	conn, err := o.pool.Acquire(ctx)
 	if err != nil {
 		return nil, commitSummary{}, err
@@ -765,7 +884,27 @@ func (o *Orders) writePlan(dropID int64, p *plan) ([]orderResult, commitSummary,
 	defer endTx(conn)
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
-	added, err := queueWrites(ctx, b, p)
+	b.Queue("SELECT pg_advisory_xact_lock($1, $2)", int32(advisoryClass), int32(f.firstID))
+	if err := execBatch(ctx, conn, b); err != nil {
+		return nil, commitSummary{}, err
+	}
+	lockedOnce()
+
+	var wait func(b *pgx.Batch)
+	if after != nil {
+		wait = func(b *pgx.Batch) {
+			b.Queue("SELECT pg_advisory_xact_lock_shared($1, $2)", int32(advisoryClass), int32(after.firstID))
+			b.Queue(`SELECT 1 / (SELECT count(*)::int FROM orders WHERE order_id = $1)`, after.firstID)
+		}
+		// Its transaction must hold its lock before this one asks for it.
+		select {
+		case <-after.locked:
+		case <-ctx.Done():
+			return nil, commitSummary{}, ctx.Err()
+		}
+	}
+	b = &pgx.Batch{}
+	added, err := queueWrites(ctx, b, pl, wait)
 	if err != nil {
 		return nil, commitSummary{}, err
 	}
@@ -777,7 +916,7 @@ func (o *Orders) writePlan(dropID int64, p *plan) ([]orderResult, commitSummary,
 	if err != nil {
 		return nil, commitSummary{}, staleOrRetry(err, true)
 	}
-	return p.results, p.summary(added), nil
+	return pl.results, pl.summary(added), nil
 }
 
 // batchTx serves reqs (distinct keys, one drop) in one transaction of two round trips under the
@@ -815,7 +954,7 @@ func (o *Orders) batchTx(dropID int64, reqs []*orderRequest) ([]orderResult, com
 		return p.results, commitSummary{before: st.d.stock, after: st.d.stock, news: p.news}, err
 	}
 	b = &pgx.Batch{}
-	added, err := queueWrites(ctx, b, &p)
+	added, err := queueWrites(ctx, b, &p, nil)
 	if err != nil {
 		return nil, commitSummary{}, err
 	}
