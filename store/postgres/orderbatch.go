@@ -764,12 +764,12 @@ type commitSummary struct {
 	news          dropNews
 }
 
-// queueWrites queues the writes of p: the orders (which wait for no one), then what wait queues (nil:
-// nothing), then the stock (the drop's row lock; a stale snapshot fails here, with
-// drops_stock_nonnegative), then the outbox rows (under the row lock, so a drop's rows get their ids
-// in commit order, as the relay's coalescing of stock.changed counts on), then the buyers' totals
-// (after the row lock, as in batchTx, so the two never wait for each other's rows in opposite
-// orders). It returns the units it adds to each buyer's total.
+// queueWrites queues the writes of p: the orders and their order.confirmed rows (which wait for no
+// one), then what wait queues (nil: nothing), then the stock (the drop's row lock; a stale snapshot
+// fails here, with drops_stock_nonnegative), then the drop's stock events (under the row lock, so a
+// drop's rows get their ids in commit order, as the relay's coalescing of stock.changed counts on),
+// then the buyers' totals (after the row lock, as in batchTx, so the two never wait for each other's
+// rows in opposite orders). It returns the units it adds to each buyer's total.
 func queueWrites(ctx context.Context, b *pgx.Batch, p *plan, wait func(*pgx.Batch)) (map[int64]int, error) {
 	d, reqs, results := p.d, p.reqs, p.results
 	accepted := slices.Clone(p.accepted)
@@ -806,12 +806,16 @@ func queueWrites(ctx context.Context, b *pgx.Batch, p *plan, wait func(*pgx.Batc
 		}
 	}
 	taken := d.stock - p.remaining
-	events = append(events, d.stockEvents(d.stock, p.remaining)...)
 
 	b.Queue(`INSERT INTO orders (order_id, user_id, drop_id, quantity, status, idempotency_key, request_hash, created_at)
 SELECT o.id, o.user_id, $1, o.quantity, 'confirmed', o.key, o.hash, $2
 FROM unnest($3::bigint[], $4::bigint[], $5::int[], $6::text[], $7::bytea[]) AS o (id, user_id, quantity, key, hash)`,
 		d.id, d.now, orderIDs, buyers, quantities, orderKeys, hashes)
+	// The order.confirmed rows, one per order, on their buyers' subjects: they need no order among
+	// batches, and are written before the row lock, while the batch before may still write.
+	if err := InsertEvents(ctx, queue{b}, events...); err != nil {
+		return nil, err
+	}
 	if wait != nil {
 		wait(b)
 	}
@@ -821,7 +825,9 @@ FROM unnest($3::bigint[], $4::bigint[], $5::int[], $6::text[], $7::bytea[]) AS o
 	b.Queue(`UPDATE drops SET stock_count = CASE WHEN `+liveCondition+` AND stock_count = $3 THEN stock_count - $2 ELSE -1 END,
        status = CASE WHEN stock_count = $3 AND $2 = $3 THEN 'sold_out' ELSE status END
 WHERE drop_id = $1`, d.id, taken, d.stock)
-	if err := InsertEvents(ctx, queue{b}, events...); err != nil {
+	// The drop's stock events under the row lock: a drop's rows get their ids in commit order, as the
+	// relay's coalescing of stock.changed counts on.
+	if err := InsertEvents(ctx, queue{b}, d.stockEvents(d.stock, p.remaining)...); err != nil {
 		return nil, err
 	}
 	b.Queue(`INSERT INTO drop_purchases AS p (drop_id, user_id, quantity, max_per_user)
