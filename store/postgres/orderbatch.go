@@ -244,8 +244,9 @@ type flight struct {
 // against the one before it, so their stocks chain: flights[i].before == flights[i-1].after.
 type pipeline struct{ flights []*flight }
 
-// maxReadAhead is how many flights may still be writing while a batch reads.
-const maxReadAhead = 2
+// maxReadAhead is how many flights may be writing once a batch has started its own: up to two while
+// it reads.
+const maxReadAhead = 3
 
 func (p *pipeline) oldest() *flight {
 	if len(p.flights) == 0 {
