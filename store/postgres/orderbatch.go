@@ -102,7 +102,6 @@ func (r *orderRequest) answer(placed store.Placed, err error) {
 }
 
 func (o *Orders) placeBatched(ctx context.Context, req store.PlaceOrder) (store.Placed, error) {
-	r := &orderRequest{ctx: ctx, req: req, hash: req.Fingerprint(), enqueued: time.Now(), done: make(chan orderResult, 1)}
 	o.mu.Lock()
 	if o.closed {
 		o.mu.Unlock()
@@ -116,14 +115,14 @@ func (o *Orders) placeBatched(ctx context.Context, req store.PlaceOrder) (store.
 		go o.serve(l)
 	}
 	l.hits++
-	g := l.gate
-	if g == nil {
-		l.pending = append(l.pending, r)
+	if g := l.gate; g != nil {
+		// Most of a hot drop's requests come after it sold out: answered from memory, nothing queued.
+		o.mu.Unlock()
+		return o.answerFromGate(ctx, g, req)
 	}
+	r := &orderRequest{ctx: ctx, req: req, hash: req.Fingerprint(), enqueued: time.Now(), done: make(chan orderResult, 1)}
+	l.pending = append(l.pending, r)
 	o.mu.Unlock()
-	if g != nil {
-		return o.fromGate(ctx, g, r)
-	}
 	select {
 	case l.wake <- struct{}{}:
 	default:
@@ -137,21 +136,27 @@ func (o *Orders) placeBatched(ctx context.Context, req store.PlaceOrder) (store.
 	}
 }
 
-// fromGate answers an order of a drop that can take no more.
+// fromGate answers a queued order of a drop that can take no more.
 func (o *Orders) fromGate(ctx context.Context, g *gate, r *orderRequest) (store.Placed, error) {
+	return o.answerFromGate(ctx, g, r.req)
+}
+
+// answerFromGate answers an order of a drop that can take no more: the order under its key (the
+// request's fingerprint is computed only then), else the refusal.
+func (o *Orders) answerFromGate(ctx context.Context, g *gate, req store.PlaceOrder) (store.Placed, error) {
 	if g.orders != nil {
-		if s, ok := g.orders[r.key()]; ok {
-			return s.replay(r.hash)
+		if s, ok := g.orders[orderKey{req.UserID, req.IdempotencyKey}]; ok {
+			return s.replay(req.Fingerprint())
 		}
 		o.metrics.rejected(g.refused, "memory")
 		return store.Placed{}, g.refused
 	}
-	s, found, err := findOrder(ctx, o.pool, r.req.UserID, r.req.IdempotencyKey)
+	s, found, err := findOrder(ctx, o.pool, req.UserID, req.IdempotencyKey)
 	if err != nil {
 		return store.Placed{}, err
 	}
 	if found {
-		return s.replay(r.hash)
+		return s.replay(req.Fingerprint())
 	}
 	o.metrics.rejected(g.refused, "memory")
 	return store.Placed{}, g.refused
