@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the system packages LiveDrops needs and the machine lacks, with Debian's apt-get.
-# Usage: .ci/deps.sh PACKAGE...   (redis-server, postgresql, docker-compose)
+# Usage: .ci/deps.sh PACKAGE...   (redis-server, postgresql, docker-compose, prometheus, nginx, chromium)
 # Idempotent and silent when everything is there; runs `apt-get update` once, only when something is
 # missing. As root it calls apt-get directly, otherwise through sudo; without sudo it prints the exact
 # command to run and fails.
@@ -20,8 +20,11 @@ present() {
 	redis-server) command -v redis-server >/dev/null 2>&1 ;;
 	postgresql) have_initdb ;; # the server binaries: initdb and postgres
 	docker-compose) command -v docker-compose >/dev/null 2>&1 ;;
+	prometheus) command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 ;;
+	nginx) command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] ;;
+	chromium) [[ -x /usr/bin/chromium ]] ;; # Debian's, for the browser tests (web/)
 	*)
-		echo "deps.sh: unknown package $1 (know: redis-server, postgresql, docker-compose)" >&2
+		echo "deps.sh: unknown package $1 (know: redis-server, postgresql, docker-compose, prometheus, nginx, chromium)" >&2
 		exit 2
 		;;
 	esac
@@ -49,8 +52,8 @@ if ((${#missing[@]} > 0)); then
 	fi
 	echo "deps.sh: installing ${missing[*]}" >&2
 	export DEBIAN_FRONTEND=noninteractive
-	"${sudo[@]}" apt-get update -qq
-	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+	"${sudo[@]}" apt-get update -qq -o DPkg::Lock::Timeout=600
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}"
 	for pkg in "${missing[@]}"; do
 		if ! present "$pkg"; then
 			echo "deps.sh: $pkg still missing after apt-get install" >&2

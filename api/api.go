@@ -81,6 +81,8 @@ type Config struct {
 	Products Products
 	Drops    Drops
 	Orders   Orders
+	// Directory lists creators and a creator's drops (GET /creators, GET /creators/{id}/drops).
+	Directory Directory
 
 	// UserLimiter limits the writes of each authenticated user (key "user:<id>"); nil: no limit.
 	UserLimiter Limiter
@@ -110,8 +112,8 @@ func New(cfg Config) (*API, error) {
 	case cfg.Tokens == nil:
 		return nil, errors.New("api: Config.Tokens is required")
 	case cfg.Users == nil, cfg.Creators == nil, cfg.Follows == nil, cfg.Products == nil, cfg.Drops == nil,
-		cfg.Orders == nil:
-		return nil, errors.New("api: Config needs Users, Creators, Follows, Products, Drops and Orders")
+		cfg.Orders == nil, cfg.Directory == nil:
+		return nil, errors.New("api: Config needs Users, Creators, Follows, Products, Drops, Orders and Directory")
 	case cfg.RequestTimeout < 0:
 		return nil, errors.New("api: Config.RequestTimeout must not be negative")
 	}
@@ -135,6 +137,8 @@ func (a *API) Routes(r chi.Router) {
 		r.Get("/users/{id}/following", a.handle(a.listFollowing))
 		r.Get("/creators/{id}", a.handle(a.getCreator))
 		r.Get("/creators/{id}/followers", a.handle(a.listFollowers))
+		r.Get("/creators", a.handle(a.listCreators))
+		r.Get("/creators/{id}/drops", a.handle(a.listCreatorDrops))
 		r.Get("/products", a.handle(a.listProducts))
 		r.Get("/products/{id}", a.handle(a.getProduct))
 		r.Get("/drops/live", a.handle(a.listLiveDrops))

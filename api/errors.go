@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/livedrops/livedrops/api/httpkit"
@@ -51,7 +55,8 @@ func badRequest(format string, args ...any) error {
 
 // writeError answers err as problem+json: a *requestError as it says; a *store.FieldError as 400
 // naming the field; an error wrapping a store sentinel with the sentinel's code and status; a deadline
-// as 503 timeout. Anything else is logged with the request id and answered as a plain 500.
+// as 503 timeout; a dependency that cannot be reached (dependencyDown) as 503 unavailable with
+// Retry-After. Anything else is logged with the request id and answered as a plain 500.
 func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	p := httpkit.Problem{}
 	var re *requestError
@@ -72,6 +77,12 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		p.Code, p.Detail = code, err.Error()
 	case errors.Is(err, context.DeadlineExceeded):
 		p.Code, p.Detail = "timeout", "the request took too long; try again later"
+	case dependencyDown(err):
+		a.logger.LogAttrs(r.Context(), slog.LevelWarn, "request failed: a dependency is unreachable",
+			slog.String("request_id", httpkit.RequestIDFrom(r.Context())),
+			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("err", err))
+		p.Code, p.Detail = "unavailable", "a service this request needs cannot be reached; try again shortly (an order with the same idempotency key)"
+		w.Header().Set("Retry-After", "1")
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nobody reads the answer. 499 in the access log, as nginx says.
 		w.WriteHeader(499)
@@ -87,4 +98,26 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		p.Status = http.StatusInternalServerError
 	}
 	httpkit.WriteProblem(w, r, p)
+}
+
+// dependencyDown reports whether err says that a server the request needs (PostgreSQL, Redis) could not
+// be reached or dropped the connection: a network error, a connection closed mid-answer, or a
+// PostgreSQL refusal of the connection itself (SQLSTATE class 08, 53300 too many connections, 57P01-03
+// shutting down or starting up). Such a request may be tried again as it is; its answer is 503, not a
+// 500 that would say the request itself broke something. It reads the SQLSTATE through the error's
+// SQLState method (pgconn.PgError has it), so api does not depend on the driver.
+func dependencyDown(err error) bool {
+	var netErr net.Error
+	if errors.As(err, &netErr) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return true
+	}
+	var coded interface{ SQLState() string }
+	if errors.As(err, &coded) {
+		switch state := coded.SQLState(); {
+		case strings.HasPrefix(state, "08"), state == "53300", state == "57P01", state == "57P02", state == "57P03":
+			return true
+		}
+	}
+	return false
 }

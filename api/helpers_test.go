@@ -90,7 +90,8 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	}
 	t.Cleanup(func() { _ = orders.Close(context.Background()) })
 	cfg := api.Config{Logger: logger, Tokens: tokens, Users: users, Creators: users,
-		Follows: postgres.NewFollows(pool, nil), Products: catalog, Drops: catalog, Orders: orders}
+		Follows: postgres.NewFollows(pool, nil), Products: catalog, Drops: catalog, Orders: orders,
+		Directory: postgres.NewDirectory(pool, nil)}
 	for _, o := range opts {
 		o(&cfg)
 	}

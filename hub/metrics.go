@@ -123,6 +123,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range []string{dropCoalesced, dropSlowReader, dropClosed, dropMalformed, dropDuplicate} {
 		m.dropped.WithLabelValues(r)
 	}
+	for _, r := range []string{refuseNoToken, refuseBadToken, refuseOrigin, refuseOverCap, refuseDraining, refuseBadWatch} {
+		m.refused.WithLabelValues(r)
+	}
+	for _, o := range []string{resumeRecovered, resumeMalformed, resumeUnknown, resumeTooOld, resumeError, resumeNoReplay} {
+		m.resumes.WithLabelValues(o)
+	}
 	m.sockets.WithLabelValues("ws")
 	m.sockets.WithLabelValues("sse")
 	var errs []error

@@ -125,11 +125,15 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err er
 	}
 	a.health = httpkit.NewHealth(logger, 0, checks...)
 	router := httpkit.NewRouter(httpkit.Options{Logger: logger, Metrics: httpMetrics, BodyLimit: cfg.BodyLimit})
+	router.Use(httpkit.CORS(cfg.AllowedOrigins)) // REST from pages of the origins the sockets allow
 	router.Get("/healthz", a.health.Healthz)
 	router.Get("/readyz", a.health.Readyz)
 	router.Handle("/metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{Registry: a.registry}))
 	if cfg.Role == "api" || cfg.Role == "all" {
 		if err := a.mountAPI(router); err != nil {
+			return a, err
+		}
+		if err := a.mountWeb(router); err != nil {
 			return a, err
 		}
 	}

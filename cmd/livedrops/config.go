@@ -124,10 +124,10 @@ func settings() []setting {
 			func(c *Config, v string) error { c.JWTAudience = v; return nonEmpty(v) }},
 		{"log-level", "LIVEDROPS_LOG_LEVEL", "info", "debug, info, warn or error",
 			func(c *Config, v string) error { return c.LogLevel.UnmarshalText([]byte(v)) }},
-		{"log-format", "LIVEDROPS_LOG_FORMAT", "json", "json or text",
+		{"log-format", "LIVEDROPS_LOG_FORMAT", "auto", "json, text, or auto: text when stderr is a terminal, else json",
 			func(c *Config, v string) error {
-				if v != "json" && v != "text" {
-					return errors.New(`want "json" or "text"`)
+				if v != "json" && v != "text" && v != "auto" {
+					return errors.New(`want "json", "text" or "auto"`)
 				}
 				c.LogFormat = v
 				return nil

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/term"
+
 	"github.com/livedrops/livedrops/api/auth"
 	"github.com/livedrops/livedrops/store/postgres"
 )
@@ -103,6 +105,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	if cfg.Role == "all" || cfg.Role == "api" {
+		url := pageURL(app.Addr())
+		logger.Info("ready", "url", url)
+		fmt.Fprintf(stdout, "\nLiveDrops is ready: open %s in a browser (Ctrl-C stops it)\n\n", url)
+	}
 	runErr := app.Wait(ctx)
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 	defer cancel()
@@ -112,10 +119,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 func newLogger(cfg Config, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
 	var h slog.Handler = slog.NewJSONHandler(w, opts)
-	if cfg.LogFormat == "text" {
+	if cfg.LogFormat == "text" || (cfg.LogFormat == "auto" && isTerminal(w)) {
 		h = slog.NewTextHandler(w, opts)
 	}
 	return slog.New(h).With("role", cfg.Role)
+}
+
+// isTerminal reports whether w is a terminal (a person reads the logs, not a collector).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // newTokens builds the token issuer/verifier. Without a configured secret it uses the dev stack's,

@@ -12,17 +12,18 @@ import (
 
 // Compile-time checks that the adapters fit the interfaces package api declares.
 var (
-	_ api.Users    = (*postgres.Users)(nil)
-	_ api.Creators = (*postgres.Users)(nil)
-	_ api.Follows  = (*postgres.Follows)(nil)
-	_ api.Products = (*postgres.Catalog)(nil)
-	_ api.Drops    = (*postgres.Catalog)(nil)
-	_ api.Creators = (*redis.CachedCreators)(nil)
-	_ api.Follows  = (*redis.CachedFollows)(nil)
-	_ api.Products = (*redis.CachedProducts)(nil)
-	_ api.Drops    = (*redis.CachedDrops)(nil)
-	_ api.Limiter  = (*redis.Limiter)(nil)
-	_ api.Orders   = (*postgres.Orders)(nil)
+	_ api.Users     = (*postgres.Users)(nil)
+	_ api.Creators  = (*postgres.Users)(nil)
+	_ api.Follows   = (*postgres.Follows)(nil)
+	_ api.Products  = (*postgres.Catalog)(nil)
+	_ api.Drops     = (*postgres.Catalog)(nil)
+	_ api.Creators  = (*redis.CachedCreators)(nil)
+	_ api.Follows   = (*redis.CachedFollows)(nil)
+	_ api.Products  = (*redis.CachedProducts)(nil)
+	_ api.Drops     = (*redis.CachedDrops)(nil)
+	_ api.Limiter   = (*redis.Limiter)(nil)
+	_ api.Orders    = (*postgres.Orders)(nil)
+	_ api.Directory = (*postgres.Directory)(nil)
 )
 
 // mountAPI mounts the REST API of the api role on r: the PostgreSQL stores, behind the Redis cache
@@ -35,6 +36,7 @@ func (a *App) mountAPI(r chi.Router) error {
 	apiCfg := api.Config{
 		Logger: a.logger, Tokens: a.tokens,
 		Users: users, Creators: users, Follows: follows, Products: catalog, Drops: catalog,
+		Directory:      postgres.NewDirectory(a.pool, nil),
 		RequestTimeout: cfg.RequestTimeout,
 	}
 	if cfg.Cache {

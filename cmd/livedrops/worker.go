@@ -33,8 +33,11 @@ func (a *App) startWorker(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
+	// Not fatal: workers started together on a new NATS cluster race to create the stream and can both
+	// time out (seen in loadtest/faults); the relay ensures the stream again whenever it starts leading,
+	// and only one relay leads.
 	if err := pub.Ensure(ctx); err != nil {
-		return fmt.Errorf("worker: %w", err)
+		a.logger.Warn("worker: cannot create or update the stream yet; the relay retries when it leads", "err", err)
 	}
 	metrics, err := relay.NewMetrics(a.registry)
 	if err != nil {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/livedrops/livedrops/fanout"
 )
 
 // Metrics are the relay's and the scheduler's Prometheus metrics. Build them once with NewMetrics and
@@ -55,7 +57,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 
 func newMetrics(buckets []float64) *Metrics {
 	const ns = "livedrops"
-	return &Metrics{
+	m := &Metrics{
 		backlog: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "outbox", Name: "backlog",
 			Help: "Outbox rows waiting for publication, as the leading relay last counted them (0 on other processes)."}),
 		leader: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "relay", Name: "leader",
@@ -85,6 +87,21 @@ func newMetrics(buckets []float64) *Metrics {
 		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "scheduler",
 			Name: "transitions_total", Help: "Drops this process started or ended, by transition."}, []string{"transition"}),
 	}
+	// Every known label value exists at 0 from the start, so rules and dashboards see the series
+	// before the first event of its kind.
+	for _, t := range []fanout.Type{fanout.DropScheduled, fanout.DropStarted, fanout.StockChanged, fanout.StockLow,
+		fanout.DropSoldOut, fanout.DropEnded, fanout.OrderConfirmed, fanout.OrderFailed, fanout.FollowChanged} {
+		m.published.WithLabelValues(string(t))
+		m.parked.WithLabelValues(string(t))
+	}
+	m.coalesced.WithLabelValues(string(fanout.StockChanged))
+	m.failures.WithLabelValues("transient")
+	m.failures.WithLabelValues("rejected")
+	for _, tr := range []string{"start", "end"} {
+		m.schedLag.WithLabelValues(tr)
+		m.transitions.WithLabelValues(tr)
+	}
+	return m
 }
 
 // orDiscard returns m, or metrics registered nowhere when m is nil.

@@ -47,7 +47,9 @@ type SchedulerConfig struct {
 // each transition is one conditional UPDATE with its event, so exactly one of them makes it. It keeps
 // one timer, armed at the next deadline in the database, and re-arms it when a drop is created or
 // rescheduled (LISTEN/NOTIFY) and at least every Rescan. A drop whose start passed while no scheduler
-// ran starts as soon as one runs, with one drop.started.
+// ran starts as soon as one runs, with one drop.started, unless its first order came before: that
+// order's transaction started it, with its drop.started ahead of the order's events (store/postgres,
+// migration 00013), and the scheduler finds nothing to do.
 type Scheduler struct {
 	drops Drops
 	cfg   SchedulerConfig

@@ -77,6 +77,20 @@ func newOrderMetrics(reg prometheus.Registerer) (*orderMetrics, error) {
 			Help: "Drop cache invalidations after stock commits, by result (ok, error).",
 		}, []string{"result"}),
 	}
+	// The usual label values exist at 0 from the start, so rules and dashboards see the series before
+	// the first order.
+	for _, outcome := range []string{"confirmed", "replayed", store.Code(store.ErrSoldOut), "error"} {
+		m.duration.WithLabelValues(outcome)
+	}
+	m.lockWait.WithLabelValues(string(OrderModeSingle))
+	m.lockWait.WithLabelValues(string(OrderModeBatched))
+	for _, stage := range []string{"read", "wait", "decide", "write"} {
+		m.batchStage.WithLabelValues(stage)
+	}
+	m.rejections.WithLabelValues(store.Code(store.ErrSoldOut), "database")
+	m.rejections.WithLabelValues(store.Code(store.ErrSoldOut), "memory")
+	m.invalidations.WithLabelValues("ok")
+	m.invalidations.WithLabelValues("error")
 	if reg == nil {
 		return m, nil
 	}

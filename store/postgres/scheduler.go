@@ -12,7 +12,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/livedrops/livedrops/fanout"
-	"github.com/livedrops/livedrops/store"
 )
 
 // DropsChannel is the LISTEN/NOTIFY channel told when drops are created or their times change
@@ -22,7 +21,9 @@ const DropsChannel = "livedrops_drops"
 // DropSchedule moves drops through their lifetime at their times, as the scheduler (fanout/relay) asks:
 // scheduled → live at start_time with a drop.started event, live or sold_out → ended at end_time with a
 // drop.ended event. Each move is a conditional UPDATE (WHERE status = ...) committed with its events in
-// one transaction, so however many schedulers race, each drop moves, and its event is written, once.
+// one transaction, so however many schedulers race, each drop moves, and its event is written, once. A
+// drop also leaves scheduled when its first order comes before the scheduler (see StartDue): its
+// drop.started is written then, by the same trigger, ahead of that order's events.
 type DropSchedule struct {
 	pool *pgxpool.Pool
 }
@@ -48,9 +49,11 @@ SELECT least(
 }
 
 // StartDue makes live up to limit scheduled drops whose start_time is at or before now, oldest first,
-// in one transaction that also writes their drop.started events (ts = start_time, data = the drop, live).
-// It returns the start times of the drops it started: a drop another scheduler started first is not
-// among them. Schedulers lock the due rows in one order, so they wait for each other, never deadlock.
+// and returns the start times of the drops it started: a drop another scheduler, or its first order,
+// started first is not among them. Their drop.started events (ts = start_time, data = the drop, live)
+// are written in the same statement by the trigger drops_write_started_event (migration 00013), which
+// also writes the drop.started of a drop whose first order comes before any scheduler. Schedulers lock
+// the due rows in one order, so they wait for each other, never deadlock.
 func (s *DropSchedule) StartDue(ctx context.Context, now time.Time, limit int) ([]time.Time, error) {
 	const q = `
 WITH due AS (
@@ -61,50 +64,22 @@ WITH due AS (
 	FOR UPDATE
 )
 UPDATE drops d SET status = 'live'
-FROM due, products p
-WHERE d.drop_id = due.drop_id AND p.product_id = d.product_id AND d.status = 'scheduled'
-RETURNING d.drop_id, d.creator_id, d.product_id, p.title, p.price_cents, d.start_time, d.end_time,
-	d.initial_stock, d.stock_count, d.max_per_user`
-	var drops []store.Drop
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, q, now, limit)
-		if err != nil {
-			return err
-		}
-		drops, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Drop, error) {
-			d := store.Drop{Status: store.DropLive}
-			err := row.Scan(&d.ID, &d.CreatorID, &d.Product.ID, &d.Product.Title, &d.Product.PriceCents,
-				&d.StartTime, &d.EndTime, &d.InitialStock, &d.StockCount, &d.MaxPerUser)
-			d.StartTime, d.EndTime = d.StartTime.UTC(), d.EndTime.UTC()
-			return d, err
-		})
-		if err != nil || len(drops) == 0 {
-			return err
-		}
-		slices.SortFunc(drops, func(a, b store.Drop) int {
-			if c := a.StartTime.Compare(b.StartTime); c != 0 {
-				return c
-			}
-			return cmp.Compare(a.ID, b.ID)
-		})
-		events := make([]fanout.Event, len(drops))
-		for i, d := range drops {
-			data, err := json.Marshal(d)
-			if err != nil {
-				return err
-			}
-			events[i] = fanout.Event{Type: fanout.DropStarted, TS: d.StartTime, CreatorID: d.CreatorID,
-				DropID: d.ID, Data: data}
-		}
-		return InsertEvents(ctx, tx, events...)
+FROM due
+WHERE d.drop_id = due.drop_id AND d.status = 'scheduled'
+RETURNING d.start_time`
+	rows, err := s.pool.Query(ctx, q, now, limit)
+	if err != nil {
+		return nil, fmt.Errorf("drop schedule: start due drops: %w", err)
+	}
+	starts, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (time.Time, error) {
+		var t time.Time
+		err := row.Scan(&t)
+		return t.UTC(), err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("drop schedule: start due drops: %w", err)
 	}
-	starts := make([]time.Time, len(drops))
-	for i, d := range drops {
-		starts[i] = d.StartTime
-	}
+	slices.SortFunc(starts, time.Time.Compare)
 	return starts, nil
 }
 

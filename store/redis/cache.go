@@ -121,6 +121,13 @@ func NewCache(rdb goredis.UniversalClient, cfg CacheConfig, reg prometheus.Regis
 	if err != nil {
 		return nil, err
 	}
+	// Every series exists at 0 from the start, so rules and dashboards see them before the first read.
+	for _, cache := range []string{cacheDrop, cacheProduct, cacheProducts, cacheCreator, cacheFollowers} {
+		for _, result := range []string{"hit_local", "hit", "miss", "error"} {
+			c.requests.WithLabelValues(cache, result)
+		}
+		c.failures.WithLabelValues(cache)
+	}
 	return c, nil
 }
 

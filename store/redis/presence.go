@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -33,9 +34,19 @@ type PresenceConfig struct {
 // command per beat however many users it holds, one per user at connect and disconnect, and one per user
 // per ClaimTTL; and when a hub dies its users go offline within TTL, with nobody having to clean up.
 // Every command touches one key: it works on a Redis Cluster as on one server.
+//
+// Redis is not the source of truth and may lose its data (a restart without persistence, a failover to
+// a replica that had not caught up). Presence remembers the users it added, and a heartbeat that finds
+// the hub's own key gone (lost, or expired because beats stalled) adds all of them again: presence is
+// whole again within one heartbeat, not at the hub's next periodic refresh.
 type Presence struct {
 	rdb goredis.UniversalClient
 	cfg PresenceConfig
+
+	mu     sync.Mutex
+	users  map[int64]struct{} // the users this hub holds, as told by Add and Remove
+	beaten bool               // a heartbeat has set the hub key before
+	resync bool               // the records may be lost: add every user again
 }
 
 // NewPresence returns the presence store of hub cfg.HubID.
@@ -52,7 +63,7 @@ func NewPresence(rdb goredis.UniversalClient, cfg PresenceConfig) (*Presence, er
 	if cfg.ClaimTTL <= 0 {
 		cfg.ClaimTTL = time.Hour
 	}
-	return &Presence{rdb: rdb, cfg: cfg}, nil
+	return &Presence{rdb: rdb, cfg: cfg, users: map[int64]struct{}{}}, nil
 }
 
 func (p *Presence) userKey(userID int64) string {
@@ -61,19 +72,61 @@ func (p *Presence) userKey(userID int64) string {
 
 func (p *Presence) hubKey(hubID string) string { return p.cfg.Prefix + "presence:hub:" + hubID }
 
-// Heartbeat says this hub is alive for TTL.
+// Heartbeat says this hub is alive for TTL. When the hub's key was gone (Redis lost its data, or the
+// key expired), it also adds every user of the hub again.
 func (p *Presence) Heartbeat(ctx context.Context) error {
-	if err := p.rdb.Set(ctx, p.hubKey(p.cfg.HubID), "1", p.cfg.TTL).Err(); err != nil {
+	err := p.rdb.SetArgs(ctx, p.hubKey(p.cfg.HubID), "1", goredis.SetArgs{TTL: p.cfg.TTL, Get: true}).Err()
+	if err != nil && !errors.Is(err, goredis.Nil) {
 		return fmt.Errorf("redis: presence heartbeat: %w", err)
 	}
+	p.mu.Lock()
+	if errors.Is(err, goredis.Nil) && p.beaten {
+		p.resync = true
+	}
+	p.beaten = true
+	resync := p.resync
+	var all []int64
+	if resync {
+		all = make([]int64, 0, len(p.users))
+		for id := range p.users {
+			all = append(all, id)
+		}
+	}
+	p.mu.Unlock()
+	if !resync {
+		return nil
+	}
+	for rest := all; len(rest) > 0; {
+		n := min(len(rest), resyncBatch)
+		if err := p.write(ctx, rest[:n]); err != nil {
+			return fmt.Errorf("redis: presence heartbeat: add the hub's users again: %w", err)
+		}
+		rest = rest[n:]
+	}
+	p.mu.Lock()
+	p.resync = false
+	p.mu.Unlock()
 	return nil
 }
+
+// resyncBatch is how many users one pipeline of a resync writes.
+const resyncBatch = 1000
 
 // Add records that this hub holds sockets of userIDs (again: it also renews their records).
 func (p *Presence) Add(ctx context.Context, userIDs []int64) error {
 	if len(userIDs) == 0 {
 		return nil
 	}
+	p.mu.Lock()
+	for _, id := range userIDs {
+		p.users[id] = struct{}{}
+	}
+	p.mu.Unlock()
+	return p.write(ctx, userIDs)
+}
+
+// write sets the records of userIDs.
+func (p *Presence) write(ctx context.Context, userIDs []int64) error {
 	_, err := p.rdb.Pipelined(ctx, func(pipe goredis.Pipeliner) error {
 		for _, id := range userIDs {
 			k := p.userKey(id)
@@ -93,6 +146,11 @@ func (p *Presence) Remove(ctx context.Context, userIDs []int64) error {
 	if len(userIDs) == 0 {
 		return nil
 	}
+	p.mu.Lock()
+	for _, id := range userIDs {
+		delete(p.users, id)
+	}
+	p.mu.Unlock()
 	_, err := p.rdb.Pipelined(ctx, func(pipe goredis.Pipeliner) error {
 		for _, id := range userIDs {
 			pipe.HDel(ctx, p.userKey(id), p.cfg.HubID)

@@ -87,3 +87,54 @@ func TestNewPresenceNeedsHubID(t *testing.T) {
 		t.Error("got no error without HubID")
 	}
 }
+
+// Redis loses its data (a restart without persistence, a failover to a replica behind): the hub's next
+// heartbeat finds its key gone and adds its users again, so they read online within one heartbeat.
+func TestPresenceRebuildsAfterDataLoss(t *testing.T) {
+	rdb, prefix := storetest.NewRedis(t)
+	ctx := t.Context()
+	p, err := redis.NewPresence(rdb, redis.PresenceConfig{HubID: "hub-a", Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Heartbeat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Add(ctx, []int64{1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Remove(ctx, []int64{2}); err != nil {
+		t.Fatal(err)
+	}
+	online := func(step string, want []bool) {
+		t.Helper()
+		got, err := p.Online(ctx, []int64{1, 2, 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: online(1,2,3) got %v, want %v", step, got, want)
+		}
+	}
+	online("before the loss", []bool{true, false, true})
+	// A heartbeat with the key in place writes nothing else.
+	if err := p.Heartbeat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := rdb.Keys(ctx, prefix+"presence:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Del(ctx, keys...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	online("after the loss", []bool{false, false, false})
+	if err := p.Heartbeat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	online("after the next heartbeat", []bool{true, false, true})
+	ttl, err := rdb.TTL(ctx, prefix+"presence:user:3").Result()
+	if err != nil || ttl <= 0 {
+		t.Errorf("rebuilt record TTL %s, %v: want positive", ttl, err)
+	}
+}

@@ -125,6 +125,9 @@ func NewLimiter(rdb goredis.UniversalClient, cfg LimiterConfig, reg prometheus.R
 	if err != nil {
 		return nil, err
 	}
+	for _, result := range []string{"allowed", "limited", "error"} {
+		decisions.WithLabelValues(cfg.Name, result) // at 0 from the start, for rules and dashboards
+	}
 	calls, err := registerCounter(reg, prometheus.CounterOpts{
 		Namespace: "livedrops", Subsystem: "ratelimit", Name: "redis_calls_total",
 		Help: "Calls the rate limiters made to Redis, by limiter: one per lease of a key's budget (requests_total minus this is what local leases saved).",

@@ -46,6 +46,11 @@ func Main(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	if fuzzWorker() {
+		// A fuzz worker only runs fuzz inputs, and the fuzz targets need no server: starting PostgreSQL
+		// and Redis in each worker would spend the whole -fuzztime of `make fuzz` on start-up.
+		return m.Run()
+	}
 	ctx := context.Background()
 	root, err := os.MkdirTemp("", "livedrops-storetest-")
 	if err != nil {
@@ -85,9 +90,22 @@ func stopWithin(stop func(context.Context) error) {
 
 func mustStack(tb testing.TB) {
 	tb.Helper()
+	if stack.pg == nil && fuzzWorker() {
+		tb.Fatal("storetest: a fuzz worker starts no servers: a fuzz target must not need PostgreSQL or Redis")
+	}
 	if stack.pg == nil {
 		tb.Fatal("storetest: servers not started; call storetest.Main(m) from TestMain")
 	}
+}
+
+// fuzzWorker reports whether this test process is a worker of go test -fuzz (flag -test.fuzzworker).
+func fuzzWorker() bool {
+	for _, a := range os.Args[1:] {
+		if a == "-test.fuzzworker" || a == "-test.fuzzworker=true" || a == "--test.fuzzworker" {
+			return true
+		}
+	}
+	return false
 }
 
 // PostgresURL is the URL of database name on the package's PostgreSQL server.
