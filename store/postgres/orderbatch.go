@@ -25,8 +25,9 @@ import (
 //	       before) are counted as planned: their units, their buyers' totals
 //	decide in Go: each order in queue order against the stock left and each buyer's total
 //	write  BEGIN; pg_advisory_xact_lock(this batch) (its own round trip, so the next batch can wait
-//	       on it); then, in one round trip: INSERT every accepted order (one multi-row INSERT; it
-//	       runs while the batch before still writes); wait for the transaction of the batch counted
+//	       on it); then, in one round trip: INSERT every accepted order (one multi-row INSERT) and,
+//	       on a live drop, their order.confirmed rows (these run while the batch before still
+//	       writes); wait for the transaction of the batch counted
 //	       on to end (its advisory lock) and check that its first order is there (else 1/0); UPDATE
 //	       the drop's stock only if it is what was decided against and the drop still live (the row
 //	       lock); INSERT the outbox rows (under the row lock: a drop's rows get ids in commit order);
@@ -605,15 +606,20 @@ type batchState struct {
 	ids      []int64
 }
 
-// queueReads queues the reads of a batch's state after the drop's row (lockSQL or dropRowSQL).
-func queueReads(b *pgx.Batch, dropSQL string, dropID int64, reqs []*orderRequest) {
+// queueReads queues the reads of a batch's state: the drop's row (with its row lock when lock is set),
+// then the rest.
+func queueReads(b *pgx.Batch, lock bool, dropID int64, reqs []*orderRequest) {
 	n := len(reqs)
 	userIDs := make([]int64, n)
 	keys := make([]string, n)
 	for i, r := range reqs {
 		userIDs[i], keys[i] = r.req.UserID, r.req.IdempotencyKey
 	}
-	b.Queue(dropSQL, dropID)
+	if lock {
+		b.Queue(batchLockSQL, dropID)
+	} else {
+		b.Queue(dropRowSQL, dropID)
+	}
 	// One primary-key probe per buyer. Not user_id = ANY($2): under a generic plan (a prepared
 	// statement run more than five times) ANY over a parameter is tested row by row against the whole
 	// array for every row of the drop, dead versions included (9 ms a batch of 470 in a sale of
@@ -697,7 +703,7 @@ func (o *Orders) readSnapshot(ctx context.Context, dropID int64, reqs []*orderRe
 	defer endTx(conn)
 	b := &pgx.Batch{}
 	b.Queue("BEGIN ISOLATION LEVEL REPEATABLE READ")
-	queueReads(b, dropRowSQL, dropID, reqs)
+	queueReads(b, false, dropID, reqs)
 	b.Queue("COMMIT")
 	br := conn.SendBatch(ctx, b)
 	st, err := func() (batchState, error) {
@@ -826,10 +832,15 @@ func queueWrites(ctx context.Context, b *pgx.Batch, p *plan, wait func(*pgx.Batc
 SELECT o.id, o.user_id, $1, o.quantity, 'confirmed', o.key, o.hash, $2
 FROM unnest($3::bigint[], $4::bigint[], $5::int[], $6::text[], $7::bytea[]) AS o (id, user_id, quantity, key, hash)`,
 		d.id, d.now, orderIDs, buyers, quantities, orderKeys, hashes)
-	// The order.confirmed rows, one per order, on their buyers' subjects: they need no order among
-	// batches, and are written before the row lock, while the batch before may still write.
-	if err := InsertEvents(ctx, queue{b}, events...); err != nil {
-		return nil, err
+	// The order.confirmed rows, one per order, on their buyers' subjects, need no order among batches:
+	// on a live drop they are written before the row lock, while the batch before may still write. On a
+	// drop still 'scheduled' (its scheduler late), the UPDATE below starts it and the database writes its
+	// drop.started (00013), which must come first: then they follow the UPDATE.
+	early := d.status == store.DropLive
+	if early {
+		if err := InsertEvents(ctx, queue{b}, events...); err != nil {
+			return nil, err
+		}
 	}
 	if wait != nil {
 		wait(b)
@@ -842,7 +853,11 @@ FROM unnest($3::bigint[], $4::bigint[], $5::int[], $6::text[], $7::bytea[]) AS o
 WHERE drop_id = $1`, d.id, taken, d.stock)
 	// The drop's stock events under the row lock: a drop's rows get their ids in commit order, as the
 	// relay's coalescing of stock.changed counts on.
-	if err := InsertEvents(ctx, queue{b}, d.stockEvents(d.stock, p.remaining)...); err != nil {
+	stock := d.stockEvents(d.stock, p.remaining)
+	if !early {
+		stock = append(events, stock...)
+	}
+	if err := InsertEvents(ctx, queue{b}, stock...); err != nil {
 		return nil, err
 	}
 	b.Queue(`INSERT INTO drop_purchases AS p (drop_id, user_id, quantity, max_per_user)
@@ -955,7 +970,7 @@ func (o *Orders) batchTx(dropID int64, reqs []*orderRequest) ([]orderResult, com
 
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
-	queueReads(b, batchLockSQL, dropID, reqs)
+	queueReads(b, true, dropID, reqs)
 	lockStart := time.Now()
 	br := conn.SendBatch(ctx, b)
 	st, err := func() (batchState, error) {
