@@ -62,7 +62,8 @@ func stages(base string) string {
 					key += "/" + outcome
 				}
 			}
-		case strings.HasPrefix(key, "livedrops_order_") || strings.HasPrefix(key, "livedrops_ratelimit_"):
+		case strings.HasPrefix(key, "livedrops_order_") || strings.HasPrefix(key, "livedrops_ratelimit_") ||
+			strings.HasPrefix(key, "livedrops_db_pool_acquire") || strings.HasPrefix(key, "livedrops_db_pool_wait"):
 		default:
 			continue
 		}
