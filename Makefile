@@ -121,13 +121,15 @@ bench-reads:
 
 ## bench-orders: a flash sale on one hot drop (10,000 units, 5 per buyer) through the REST API, 2,000
 # then 500 closed-loop buyers, 50,000 attempts a run, the baseline (one transaction per order, pools 4,
-# 8 and 16, the fastest kept) against the batched mode, alternating, 3 runs each; checks the books
-# after every run (BENCHMARKS.md). Runs `livedrops all` when it has LIVEDROPS_ORDER_MODE, else a
-# server built into the generator.
+# 8 and 16, the fastest kept) against the batched mode and the floor (loadtest/orderfloor, the least
+# grouped order service, a yardstick), alternating, 3 runs each, the per-user limit on; checks the
+# books after every run and reports the product's figures as ratios to the floor (BENCHMARKS.md).
+# A quick look: ORDERS_ARGS="-runs 1 -baseline=false -buyers 2000".
 bench-orders:
 	@.ci/deps.sh redis-server postgresql
 	$(GO) build -o $(BIN) ./cmd/livedrops
-	$(GO) run ./loadtest/orders -bin $(BIN) $(ORDERS_ARGS)
+	$(GO) build -o bin/orderfloor ./loadtest/orderfloor
+	$(GO) run ./loadtest/orders -bin $(BIN) -floor-bin bin/orderfloor $(ORDERS_ARGS)
 
 ## bench-events: the outbox relay's commit-to-stream latency under 2,000 writes a second through the
 # REST API (orders and follows, one outbox row each) and how late drop.started is after start_time
@@ -139,16 +141,20 @@ bench-events:
 	$(GO) build -o $(BIN) ./cmd/livedrops
 	$(GO) run ./loadtest/events -bin $(BIN) $(EVENTS_ARGS)
 
-## bench-fanout: one creator's drop.started to the sockets of all its followers: 19,900 on one hub by
-# default, FANOUT_ARGS="-hubs 6 -sockets 100000" for six hubs behind one NATS. PostgreSQL, Redis and
-# NATS in a temporary dir, hub processes, and wsfan load generator processes of at most 19,900 sockets
-# each (this machine caps a process at 20,000 open files); -storm adds a reconnect storm (BENCHMARKS.md).
+## bench-fanout: one creator's drops to the sockets of all its followers: 19,900 on one hub by
+# default, FANOUT_ARGS="-drops 20 -every 500ms" for a train of drops, FANOUT_ARGS="-hubs 6 -sockets 100000"
+# for six hubs behind one NATS. PostgreSQL, Redis and NATS in a temporary dir, seeded by livedrops seed,
+# livedrops worker, api and hub processes, and wsfan load generator processes of at most 19,900 sockets
+# each (this machine caps a process at 20,000 open files), 100 connects in flight each; then the floor
+# (loadtest/wsfloor) in the same shape for the vs_floor ratios (one hub only); -storm adds a reconnect
+# storm (BENCHMARKS.md).
 bench-fanout:
 	@.ci/deps.sh redis-server postgresql
 	$(GO) build -o $(BIN) ./cmd/livedrops
 	$(GO) build -o bin/wsfan ./loadtest/wsfan
 	$(GO) build -o bin/fanoutbench ./loadtest/fanoutbench
-	./bin/fanoutbench -wsfan bin/wsfan -hub-bin $(BIN) $(FANOUT_ARGS)
+	$(GO) build -o bin/wsfloor ./loadtest/wsfloor
+	./bin/fanoutbench -wsfan bin/wsfan -hub-bin $(BIN) -floor bin/wsfloor $(FANOUT_ARGS)
 
 ## bench-push: a drop of a creator with 1,000,000 followers, 100,000 of them offline with one device
 # each (half FCM, half Web Push), the others online; the providers' stand-ins on loopback answer 1% 503

@@ -1,7 +1,6 @@
 package hub
 
 import (
-	"context"
 	"encoding/json"
 	"strconv"
 	"sync"
@@ -22,9 +21,49 @@ type frame struct {
 	dropID int64
 	replay bool // written by a resume (never taken for a duplicate)
 
-	ws  []byte                 // the WebSocket text message; nil: nothing to write on a WebSocket
-	sse atomic.Pointer[[]byte] // the SSE record, built on first use
+	ws      []byte                 // the WebSocket text message; nil: nothing to write on a WebSocket
+	raw     []byte                 // a whole WebSocket control frame (ping, pong), written as it is
+	wsFrame atomic.Pointer[[]byte] // the WebSocket frame of ws, built on first use
+	sse     atomic.Pointer[[]byte] // the SSE record, built on first use
 }
+
+// wsBytes is the frame as it goes on a WebSocket, header and payload, built once and shared by every
+// recipient: a server's frames are not masked, so every socket gets the same bytes. nil when the frame
+// is SSE-only.
+func (f *frame) wsBytes() []byte {
+	if f.raw != nil {
+		return f.raw
+	}
+	if p := f.wsFrame.Load(); p != nil {
+		return *p
+	}
+	if f.ws == nil {
+		return nil
+	}
+	b := appendTextFrame(make([]byte, 0, len(f.ws)+10), f.ws)
+	f.wsFrame.Store(&b)
+	return b
+}
+
+// appendTextFrame appends a final, unmasked WebSocket text frame carrying payload (RFC 6455 5.2).
+func appendTextFrame(b, payload []byte) []byte {
+	n := len(payload)
+	switch {
+	case n < 126:
+		b = append(b, 0x81, byte(n))
+	case n < 1<<16:
+		b = append(b, 0x81, 126, byte(n>>8), byte(n))
+	default:
+		b = append(b, 0x81, 127)
+		for i := 7; i >= 0; i-- {
+			b = append(b, byte(uint64(n)>>(8*i)))
+		}
+	}
+	return append(b, payload...)
+}
+
+// rawFrame is a WebSocket control frame written byte for byte (WebSocket only).
+func rawFrame(b []byte) *frame { return &frame{typIdx: -1, raw: b} }
 
 // sseBytes is the frame as an SSE record: "id:" for events, so Last-Event-ID resumes; nil when the frame
 // is WebSocket-only.
@@ -81,8 +120,10 @@ type conn struct {
 	imu     sync.Mutex // watches and teardown
 	gone    bool
 	watches map[int64]int64 // drop id -> creator id
+	gen     uint64          // highest subscription generation of the watched drops' subjects
 
-	pinging atomic.Bool
+	pingAt atomic.Int64 // unix ns of the last keep-alive ping, 0 before the first
+	pongAt atomic.Int64 // unix ns of the last pong
 }
 
 // newConn returns a socket in setup: it holds the writer role, so events queue until serve releases it.
@@ -229,32 +270,19 @@ func (c *conn) write(f *frame) error {
 	if c.tr.nb == nil {
 		_ = c.tr.conn.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout))
 	}
+	// Every frame is one write of bytes built once per event (no framing, lock or context per socket),
+	// so frames never interleave on the wire, also with the close frame coder/websocket writes itself
+	// (one write too: its reasons fit its 64-byte buffer).
+	var b []byte
 	if c.sse {
-		b := f.sseBytes()
-		if b == nil {
-			return nil
-		}
-		_, err = c.tr.conn.Write(b)
+		b = f.sseBytes()
 	} else {
-		if f.ws == nil {
-			return nil
-		}
-		if nb := c.tr.nb; nb != nil {
-			bp := c.h.scratch.Get().(*[]byte)
-			nb.beginHold(*bp)
-			err = c.ws.Write(context.Background(), websocket.MessageText, f.ws)
-			var herr error
-			*bp, herr = nb.endHold()
-			if cap(*bp) <= 64<<10 {
-				c.h.scratch.Put(bp)
-			}
-			if err == nil {
-				err = herr
-			}
-		} else {
-			err = c.ws.Write(context.Background(), websocket.MessageText, f.ws)
-		}
+		b = f.wsBytes()
 	}
+	if b == nil {
+		return nil
+	}
+	_, err = c.tr.conn.Write(b)
 	if err != nil {
 		return err
 	}

@@ -54,8 +54,13 @@ func parseSubject(s string) (kind int, id int64, ok bool) {
 
 // deliver is the Bus callback: one event, decoded once, to every local recipient.
 func (h *Hub) deliver(subject string, data []byte) {
-	f, ev, err := parseFrame(data)
 	kind, id, ok := parseSubject(subject)
+	if ok && kind == subjCreator && !h.interest.wanted(subject) {
+		// The creator wildcard brings every creator's events; nobody here follows this one.
+		h.m.ignored.Inc()
+		return
+	}
+	f, ev, err := parseFrame(data)
 	if err != nil || !ok {
 		h.m.dropped.WithLabelValues(dropMalformed).Inc()
 		h.log.Warn("hub: not an event", "subject", subject, "err", err)
@@ -88,11 +93,11 @@ func (h *Hub) deliver(subject string, data []byte) {
 				if d.CreatorID == 0 {
 					d.CreatorID = ev.CreatorID
 				}
-				if h.applyFollow(id, d.CreatorID, d.Following) {
+				if gen := h.applyFollow(id, d.CreatorID, d.Following); gen > 0 {
 					// The user hears the change once the creator's subject is in force at the server:
 					// from then on the creator's events reach them.
 					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-					if err := h.d.Bus.Flush(ctx); err != nil {
+					if err := h.flushes.confirm(ctx, gen); err != nil {
 						h.log.Warn("hub: flush subscriptions", "err", err)
 					}
 					cancel()
@@ -112,6 +117,7 @@ func (h *Hub) fanOut(f *frame, rcpt []*conn) {
 		}
 		return
 	}
+	h.lastFanOut.Store(h.cfg.Now().UnixNano())
 	size := h.cfg.ChunkSize
 	for i := 0; i < len(rcpt); i += size {
 		j := min(i+size, len(rcpt))

@@ -116,3 +116,24 @@ func TestNoGoroutineLeftAfterSocketsClose(t *testing.T) {
 	})
 	waitFor(t, "no goroutine left", func() bool { return goleak.Find(ignore) == nil })
 }
+
+// A peer that stops answering pings is closed PongTimeout after the unanswered ping; one that answers
+// stays.
+func TestKeepAliveClosesDeadPeers(t *testing.T) {
+	e := newEnv(t)
+	seedGraph(e)
+	n := e.startHub(hub.Config{KeepAlive: 400 * time.Millisecond, PongTimeout: 1500 * time.Millisecond})
+	alive := n.dialWS(1, dialOpts{}) // coder/websocket answers pings while it reads
+	alive.hello()
+	dead := n.dialRaw(2) // reads nothing, answers nothing
+	waitFor(t, "the dead peer closed", func() bool {
+		return n.metric("livedrops_hub_disconnects_total", "reason", "keepalive") == 1
+	})
+	time.Sleep(2 * time.Second) // more keep-alive rounds than the pong timeout
+	if got := n.metric("livedrops_hub_disconnects_total", "reason", "keepalive"); got != 1 {
+		t.Errorf("keep-alive closes: %v, want 1 (the peer that answers stays)", got)
+	}
+	ev := e.publish(creatorEvent(fanout.DropStarted, 10, 100))
+	alive.expect(ev)
+	dead.Close()
+}

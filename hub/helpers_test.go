@@ -139,6 +139,7 @@ func newEnv(t *testing.T) *env {
 			Sequences: e.store,
 			Replayer:  rep,
 			Presence:  pres,
+			Activity:  rep,
 		}
 	}
 	return e
@@ -253,8 +254,17 @@ type node struct {
 
 func (e *env) startHub(cfg hub.Config) *node {
 	e.t.Helper()
+	return e.startHubWith(cfg, nil)
+}
+
+// startHubWith is startHub with deps changed by change first (when not nil).
+func (e *env) startHubWith(cfg hub.Config, change func(*hub.Deps)) *node {
+	e.t.Helper()
 	e.hubs++
 	deps := e.newDep(fmt.Sprint("hub-", e.hubs))
+	if change != nil {
+		change(&deps)
+	}
 	reg := prometheus.NewRegistry()
 	deps.Registerer = reg
 	h, err := hub.New(cfg, deps)
@@ -309,6 +319,24 @@ func (n *node) metric(name string, labels ...string) float64 {
 				sum += m.Gauge.GetValue()
 			case m.Histogram != nil:
 				sum += float64(m.Histogram.GetSampleCount())
+			}
+		}
+	}
+	return sum
+}
+
+// histSum is the sum of the observations of histogram name of n.
+func (n *node) histSum(name string) float64 {
+	n.e.t.Helper()
+	mfs, err := n.reg.Gather()
+	if err != nil {
+		n.e.t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetHistogram().GetSampleSum()
 			}
 		}
 	}

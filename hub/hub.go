@@ -2,23 +2,33 @@
 // Server-Sent Events (GET /events) connections of users and writes each live event to every local
 // recipient. docs/protocol.md is the clients' reference; this comment is the map of the code.
 //
-// Interest: a user's sockets on this hub share one entry that knows whom the user follows (loaded once
-// from the store, paged, then kept current by follow.changed events). A sharded registry indexes users
-// under the creators they follow and sockets under the drops they watch. The hub holds one NATS
-// subscription per subject that at least one local socket needs (ld.user.<id>, ld.creator.<id>,
-// ld.drop.<id>), reference counted, and drops it when the last interested socket leaves.
+// Setup (setup.go): a socket is set up inside a bounded stage (Config.MaxSetups at once); the first
+// socket of a user hands the user to a loader that reads the follow lists of every user waiting in one
+// call (the Redis cache, then one query), and one NATS round trip confirms the subscriptions of every
+// socket waiting. A socket is greeted (hello) only once its subscriptions are in force at the server.
+// After a connect burst the hub returns the burst's memory to the OS, and it collects garbage at quiet
+// moments rather than during fan-outs.
 //
-// Fan-out: an event is decoded once, its bytes are shared by every recipient (the WebSocket text frame
-// and, built once on first use, the SSE record), and the recipients are split into chunks that a few
-// worker goroutines write in place. Each socket has a bounded queue used only while it is busy; the
-// hijacked connection never blocks a worker (transport.go): a socket whose kernel buffer is full gets a
-// goroutine of its own until it catches up or stalls past Config.WriteTimeout. stock.changed is
-// coalesced to the newest value per drop for a busy socket; any other event that does not fit closes
-// the socket with CloseSlowReader, so its client resumes. Every drop and disconnect is counted.
+// Interest (interest.go): a user's sockets on this hub share one entry that knows whom the user follows
+// (loaded once, then kept current by follow.changed events). A sharded registry indexes users under the
+// creators they follow and sockets under the drops they watch. The hub holds one NATS subscription per
+// subject that at least one local socket needs (ld.user.<id>, ld.creator.<id>, ld.drop.<id>), reference
+// counted; when most creators that publish have a local follower, one ld.creator.* subscription
+// replaces the per-creator ones (and back, with hysteresis), without losing or doubling an event.
+//
+// Fan-out: an event is decoded once, its bytes are shared by every recipient (the WebSocket frame and the
+// SSE record, each built once on first use), and the recipients are split into chunks that a few worker
+// goroutines write in place, one write system call per socket. Each socket has a bounded queue used only
+// while it is busy; the hijacked connection never blocks a worker (transport.go): a socket whose kernel
+// buffer is full gets a goroutine of its own until it catches up or stalls past Config.WriteTimeout.
+// stock.changed is coalesced to the newest value per drop for a busy socket; any other event that does
+// not fit closes the socket with CloseSlowReader, so its client resumes. Every drop and disconnect is
+// counted. Keep-alive pings are frames like any other (keepalive.go).
 //
 // Resume (resume.go): a socket that connects with ?since=<event id> (or Last-Event-ID) buffers its live
-// events, replays from JetStream what it missed on its subjects, and then releases the buffer without
-// the events the replay already sent: no gap and no duplicate, whichever hub the client lands on.
+// events, replays from JetStream what it missed on its subjects (resumes arriving together share the
+// reads), and then releases the buffer without the events the replay already sent: no gap and no
+// duplicate, whichever hub the client lands on.
 package hub
 
 import (
@@ -28,6 +38,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,10 +51,11 @@ type Verifier interface {
 	Verify(token string) (userID int64, err error)
 }
 
-// Follows lists whom a user follows, in pages ordered by creator id: the ids greater than after, at most
-// limit of them.
+// Follows lists whom users follow: for each of userIDs, every creator id the user follows (a user who
+// follows nobody may be missing from the map). The hub asks for the users whose sockets arrive together
+// at once (store/redis.FollowLists caches the lists, store/postgres.Hub reads them in one query).
 type Follows interface {
-	FollowedCreators(ctx context.Context, userID, after int64, limit int) ([]int64, error)
+	FollowLists(ctx context.Context, userIDs []int64) (map[int64][]int64, error)
 }
 
 // Drops names the creator of a drop; an unknown drop is an error wrapping store.ErrNotFound.
@@ -65,14 +77,15 @@ type Bus interface {
 	Flush(ctx context.Context) error
 }
 
-// Replayer reads what a stream still holds. Replay calls fn, oldest first, once per message, with each
-// message stored after stream sequence after on one of subjects, and with only the newest such message
-// of each of newest, up to at least what was stored when Replay was called; complete is false when it
+// Replayer reads what a stream still holds. Replay calls fn, oldest first, once per message (its
+// sequence, subject and data), with each message stored after stream sequence after on one of subjects,
+// and with only the newest such message of each of newest, up to at least what was stored when Replay
+// was called; complete is false when it
 // cannot give everything: more than limit messages, or the message at after is no longer stored (the gap
 // is older than the stream keeps).
 type Replayer interface {
 	Replay(ctx context.Context, after uint64, subjects, newest []string, limit int,
-		fn func(seq uint64, data []byte)) (complete bool, err error)
+		fn func(seq uint64, subject string, data []byte)) (complete bool, err error)
 }
 
 // Presence records which users have a socket on this hub, for the push notifier: Add when a user's
@@ -121,14 +134,40 @@ type Config struct {
 	// ReplayLimit is the most events one resume replays; a longer gap is answered recovered:false.
 	// Default 1000.
 	ReplayLimit int
-	// MaxResumes caps resumes in progress at once (a reconnect storm queues). Default 64.
+	// MaxResumes is how many replay reads run at once; each serves every resume waiting when it starts
+	// (up to ReplayBatch), so a reconnect storm queues for few reads of the stream (resume.go). Default 4.
 	MaxResumes int
-	// SetupTimeout bounds setting a socket up: loading follows, resuming. Default 10s.
+	// ReplayBatch is the most resumes one replay read serves. Default 256.
+	ReplayBatch int
+	// SetupTimeout bounds setting a socket up: waiting for the setup stage, loading follows, resuming.
+	// Default 10s.
 	SetupTimeout time.Duration
+	// MaxSetups caps the sockets being set up at once (the setup stage, setup.go); more wait for a
+	// place, at most AdmitTimeout, and are then closed with CloseServerError. Default 256.
+	MaxSetups int
+	// AdmitTimeout is how long a socket may wait for a place in the setup stage. Default SetupTimeout.
+	AdmitTimeout time.Duration
+	// SetupBatch is the most users whose follow lists one call to Follows reads. Default 256.
+	SetupBatch int
+	// SetupLoaders is how many follow-list batches are read at once. Default 2.
+	SetupLoaders int
+	// ReleaseAfter: once at least this many sockets were set up and none for a second, the hub forces a
+	// garbage collection and returns the free memory to the operating system (debug.FreeOSMemory), so
+	// a connect burst's garbage does not stay in the RSS (setup.go, releaseLoop). Default 1000;
+	// negative: never.
+	ReleaseAfter int
+	// BurstGCPercent is the GOGC of the process while a connect burst lasts that fills the setup stage
+	// (MaxSetups sockets in setup, others queueing: a reconnect storm), until a second without a setup:
+	// the burst's heap only grows, so collections then cost much and free little; the process's own setting comes back after it, before the burst's
+	// memory is returned (ReleaseAfter). GOGC is the process's: run one hub per process (the binary
+	// does). Default 200; negative: GOGC is never changed.
+	BurstGCPercent int
+	// GCGrowth: when the heap has grown by this share of its live size since the last collection and
+	// no event was fanned out for a second, the hub collects (runtime.GC) at that quiet moment rather
+	// than in a later fan-out. Default 0.25; negative: never (GOGC alone decides).
+	GCGrowth float64
 	// DrainSpread is the span over which a draining hub spreads its clients' reconnect hints. Default 10s.
 	DrainSpread time.Duration
-	// FollowPageSize is the page size of the follow list. Default 1000.
-	FollowPageSize int
 	// PresenceHeartbeat is how often the hub tells the Presence store it is alive. Default 10s.
 	PresenceHeartbeat time.Duration
 	// PresenceRefresh is how often the hub adds all its users to the Presence store again, renewing their
@@ -138,6 +177,17 @@ type Config struct {
 	// event (the relay publishes again after a failure; JetStream keeps one copy, live subscribers hear
 	// both). Default 16384.
 	RecentIDs int
+	// InterestCheck is how often the hub measures which share of the creators that published lately
+	// has a local follower (Deps.Activity), to choose how it subscribes to creators. Default 30s.
+	InterestCheck time.Duration
+	// WildcardAbove is the share at or above which creator events come through one ld.creator.*
+	// subscription; WildcardBelow the share at or below which they come through one subscription per
+	// followed creator again (BENCHMARKS.md, Interest: the crossover is near one half). Defaults 0.5 and
+	// two thirds of WildcardAbove (1/3).
+	WildcardAbove, WildcardBelow float64
+	// WildcardMinCreators is the fewest creators publishing lately for the wildcard: below it the hub
+	// subscribes per creator (a handful of subscriptions either way). Default 100.
+	WildcardMinCreators int
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }
@@ -168,13 +218,34 @@ func (c Config) withDefaults() Config {
 	def(&c.Shards, 64)
 	defDur(&c.ReplayWindow, 10*time.Minute)
 	def(&c.ReplayLimit, 1000)
-	def(&c.MaxResumes, 64)
+	def(&c.MaxResumes, 4)
+	def(&c.ReplayBatch, 256)
 	defDur(&c.SetupTimeout, 10*time.Second)
 	defDur(&c.DrainSpread, 10*time.Second)
-	def(&c.FollowPageSize, 1000)
+	def(&c.MaxSetups, 256)
+	defDur(&c.AdmitTimeout, c.SetupTimeout)
+	def(&c.SetupBatch, 256)
+	def(&c.SetupLoaders, 2)
+	if c.ReleaseAfter == 0 {
+		c.ReleaseAfter = 1000
+	}
+	if c.GCGrowth == 0 {
+		c.GCGrowth = 0.25
+	}
+	if c.BurstGCPercent == 0 {
+		c.BurstGCPercent = 200
+	}
 	defDur(&c.PresenceHeartbeat, 10*time.Second)
 	defDur(&c.PresenceRefresh, 20*time.Minute)
 	def(&c.RecentIDs, 16384)
+	defDur(&c.InterestCheck, 30*time.Second)
+	if c.WildcardAbove <= 0 || c.WildcardAbove > 1 {
+		c.WildcardAbove = 0.5
+	}
+	if c.WildcardBelow <= 0 || c.WildcardBelow >= c.WildcardAbove {
+		c.WildcardBelow = c.WildcardAbove * 2 / 3
+	}
+	def(&c.WildcardMinCreators, 100)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -183,7 +254,7 @@ func (c Config) withDefaults() Config {
 
 // Deps are the hub's collaborators. Logger, Verifier, Follows, Drops and Bus are required; without
 // Sequences and Replayer every resume answers recovered:false; without Presence none is recorded;
-// without Registerer no metrics are exported.
+// without Activity the hub always subscribes per creator; without Registerer no metrics are exported.
 type Deps struct {
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -194,6 +265,7 @@ type Deps struct {
 	Sequences  Sequences
 	Replayer   Replayer
 	Presence   Presence
+	Activity   Activity
 }
 
 // Hub is one hub node. Its ServeWS and ServeSSE handlers serve /ws and /events; Shutdown closes every
@@ -204,12 +276,19 @@ type Hub struct {
 	log *slog.Logger
 	m   *metrics
 
-	reg      *registry
-	interest *interest
-	jobs     chan job
-	evSeq    atomic.Uint64
-	connSeq  atomic.Uint64
-	resumes  chan struct{} // semaphore of resumes in progress
+	reg        *registry
+	interest   *interest
+	jobs       chan job
+	evSeq      atomic.Uint64
+	connSeq    atomic.Uint64
+	replays    chan *replayReq // resumes waiting for a replay read
+	setups     chan struct{}   // semaphore of the setup stage
+	setupsDone atomic.Uint64
+	lastFanOut atomic.Int64 // unix ns of the last fan-out to many sockets
+	burst      atomic.Bool  // a connect burst raised GOGC
+	gcPercent  atomic.Int64 // the GOGC to restore after it
+	loads      chan *user   // users whose follow list is to be read
+	flushes    *flushGroup
 
 	recent       *recentIDs // the last event ids delivered, to drop re-publications
 	dropCreators sync.Map   // drop id -> creator id (a drop never changes creator)
@@ -217,7 +296,6 @@ type Hub struct {
 	seqCache     *seqCache
 
 	presence *presenceTracker
-	scratch  sync.Pool // *[]byte: a frame is assembled in one before its single write
 
 	draining atomic.Bool
 	stop     chan struct{}
@@ -259,17 +337,36 @@ func New(cfg Config, deps Deps) (*Hub, error) {
 		m:        m,
 		reg:      newRegistry(cfg.Shards),
 		jobs:     make(chan job, 4096),
-		resumes:  make(chan struct{}, cfg.MaxResumes),
+		replays:  make(chan *replayReq, cfg.MaxSetups),
+		setups:   make(chan struct{}, cfg.MaxSetups),
+		loads:    make(chan *user, cfg.MaxSetups),
+		flushes:  &flushGroup{bus: deps.Bus, timeout: cfg.SetupTimeout, m: m},
 		seqCache: newSeqCache(4096),
 		recent:   newRecentIDs(cfg.RecentIDs),
 		stop:     make(chan struct{}),
 	}
-	h.scratch.New = func() any { b := make([]byte, 0, 2048); return &b }
 	h.interest = newInterest(cfg.Shards, deps.Bus, h.deliver, m)
+	h.flushes.gen = &h.interest.gen
 	h.presence = newPresenceTracker(h)
 	for range cfg.Workers {
 		h.bg.Add(1)
 		go h.worker()
+	}
+	for range cfg.SetupLoaders {
+		h.bg.Add(1)
+		go h.loader()
+	}
+	for range cfg.MaxResumes {
+		h.bg.Add(1)
+		go h.replayer()
+	}
+	if deps.Activity != nil {
+		h.bg.Add(1)
+		go h.adaptLoop()
+	}
+	if cfg.ReleaseAfter > 0 || cfg.GCGrowth > 0 || cfg.BurstGCPercent > 0 {
+		h.bg.Add(1)
+		go h.releaseLoop()
 	}
 	h.bg.Add(2)
 	go h.keepAliveLoop()
@@ -313,6 +410,10 @@ func (h *Hub) shutdown(ctx context.Context) error {
 	}
 	close(h.stop)
 	h.bg.Wait()
+	h.flushes.wg.Wait()
+	if h.burst.Load() {
+		debug.SetGCPercent(int(h.gcPercent.Load()))
+	}
 	h.interest.releaseAll()
 	h.log.Info("hub drained", "sockets", len(conns), "duration_ms", h.cfg.Now().Sub(start).Milliseconds())
 	return err

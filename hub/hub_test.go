@@ -331,3 +331,27 @@ func TestRepublishedEventOnce(t *testing.T) {
 		t.Errorf("duplicates dropped: got %v, want 1", got)
 	}
 }
+
+// Frames of every length encoding (7-bit, 16-bit and 64-bit payload lengths) reach WebSocket and SSE
+// clients whole: the hub frames each event once and writes the same bytes to every socket.
+func TestFramesOfEverySize(t *testing.T) {
+	e := newEnv(t)
+	seedGraph(e)
+	n := e.startHub(hub.Config{})
+	ws := n.dialWS(1, dialOpts{})
+	ws.hello()
+	sse, _ := n.dialSSE(1, dialOpts{})
+	sse.hello()
+	for _, size := range []int{10, 200, 20_000, 100_000} {
+		ev := creatorEvent(fanout.DropScheduled, 10, 100)
+		ev.Data = json.RawMessage(`{"pad":"` + strings.Repeat("x", size) + `"}`)
+		ev = e.publish(ev)
+		for _, c := range []*client{ws, sse} {
+			m := c.expect(ev)
+			var d struct{ Pad string }
+			if err := json.Unmarshal(m.Data, &d); err != nil || len(d.Pad) != size {
+				t.Errorf("size %d: got a pad of %d bytes (%v)", size, len(d.Pad), err)
+			}
+		}
+	}
+}

@@ -37,6 +37,7 @@ const (
 	refuseOverCap  = "over_cap"
 	refuseDraining = "draining"
 	refuseBadWatch = "bad_watch"
+	refuseBusy     = "busy" // no place in the setup stage within Config.AdmitTimeout
 )
 
 // Outcomes of a resume, the label of livedrops_hub_resumes_total.
@@ -65,20 +66,44 @@ func typeIndex(t fanout.Type) int {
 }
 
 type metrics struct {
-	sockets       *prometheus.GaugeVec
-	subscriptions prometheus.Gauge
-	queued        prometheus.Gauge
-	slowSockets   prometheus.Gauge
-	received      *prometheus.CounterVec
-	written       [len(eventTypes)]prometheus.Counter
-	latency       [len(eventTypes)]prometheus.Observer
-	dropped       *prometheus.CounterVec
-	disconnects   *prometheus.CounterVec
-	refused       *prometheus.CounterVec
-	resumes       *prometheus.CounterVec
-	replayed      prometheus.Counter
-	resumeSeconds prometheus.Histogram
+	sockets          *prometheus.GaugeVec
+	subscriptions    prometheus.Gauge
+	queued           prometheus.Gauge
+	slowSockets      prometheus.Gauge
+	received         *prometheus.CounterVec
+	written          [len(eventTypes)]prometheus.Counter
+	latency          [len(eventTypes)]prometheus.Observer
+	dropped          *prometheus.CounterVec
+	disconnects      *prometheus.CounterVec
+	refused          *prometheus.CounterVec
+	resumes          *prometheus.CounterVec
+	replayed         prometheus.Counter
+	resumeSeconds    prometheus.Histogram
+	setup            [len(setupStages)]prometheus.Observer
+	settingUp        prometheus.Gauge
+	flushes          prometheus.Counter
+	flushWaiters     prometheus.Histogram
+	loadBatch        prometheus.Histogram
+	loadsWaiting     prometheus.Gauge
+	replayBatch      prometheus.Histogram
+	confirmSkipped   prometheus.Counter
+	ignored          prometheus.Counter
+	interestMode     prometheus.Gauge
+	interestShare    prometheus.Gauge
+	interestSwitches *prometheus.CounterVec
+	collections      *prometheus.CounterVec
+	bursts           prometheus.Counter
 }
+
+// Stages of a socket's setup, the label of livedrops_hub_setup_seconds.
+const (
+	stageAdmit   = iota // waiting for a place in the setup stage
+	stageFollows        // loading the user's follow list (cache, then the store)
+	stageConfirm        // the subscriptions confirmed by the NATS server
+	stageTotal          // from the request to the hello
+)
+
+var setupStages = [...]string{"admit", "follows", "confirm", "total"}
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	const ns, sub = "livedrops", "hub"
@@ -107,6 +132,44 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time to set a resuming socket up: position lookup and replay.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}),
 	}
+	setup := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "setup_seconds",
+		Help: "Time a socket's setup spends per stage: admit (waiting for the setup stage), follows (the follow " +
+			"list), confirm (subscriptions confirmed by NATS), total (request to hello).",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"stage"})
+	m.settingUp = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "setups_in_progress",
+		Help: "Sockets in the setup stage (authenticated, subscribing, not yet greeted)."})
+	m.flushes = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "confirmations_total",
+		Help: "Round trips to the NATS server confirming subscriptions (each serves every socket waiting)."})
+	m.flushWaiters = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "confirmation_waiters",
+		Help: "Callers served by one confirmation round trip.", Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}})
+	m.loadsWaiting = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "follow_loads_waiting",
+		Help: "Users waiting for a loader to read their follow list."})
+	m.replayBatch = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "replay_batch_resumes",
+		Help: "Resumes one replay read of the stream served.", Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}})
+	m.loadBatch = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "follow_load_batch_users",
+		Help: "Users whose follow lists one read fetched.", Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}})
+	m.confirmSkipped = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "confirmations_skipped_total",
+		Help: "Sockets and watches greeted without a round trip: an earlier confirmation covered their subscriptions."})
+	m.ignored = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "events_ignored_total",
+		Help: "Events the creator wildcard brought for creators without a local follower."})
+	m.interestMode = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "interest_wildcard",
+		Help: "1 while creator events come through one ld.creator.* subscription, 0 while one per creator."})
+	m.interestShare = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "interest_share",
+		Help: "Share of the creators that published lately with a local follower, at the last check."})
+	m.interestSwitches = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "interest_switches_total",
+		Help: "Switches of the creator interest, by the mode switched to (wildcard, per_creator)."}, []string{"to"})
+	m.collections = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "gc_forced_total",
+		Help: "Garbage collections the hub ran itself, by why: burst (a connect burst ended: memory returned to " +
+			"the OS), quiet (the heap grew and no fan-out ran)."}, []string{"why"})
+	m.bursts = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "connect_bursts_total",
+		Help: "Connect bursts that filled the setup stage, during which GOGC was raised."})
+	m.collections.WithLabelValues("burst")
+	m.collections.WithLabelValues("quiet")
+	m.interestSwitches.WithLabelValues("wildcard")
+	m.interestSwitches.WithLabelValues("per_creator")
+	for i, st := range setupStages {
+		m.setup[i] = setup.WithLabelValues(st)
+	}
 	written := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "events_written_total",
 		Help: "Events written to sockets, by type."}, []string{"type"})
 	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "delivery_seconds",
@@ -123,7 +186,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range []string{dropCoalesced, dropSlowReader, dropClosed, dropMalformed, dropDuplicate} {
 		m.dropped.WithLabelValues(r)
 	}
-	for _, r := range []string{refuseNoToken, refuseBadToken, refuseOrigin, refuseOverCap, refuseDraining, refuseBadWatch} {
+	for _, r := range []string{refuseNoToken, refuseBadToken, refuseOrigin, refuseOverCap, refuseDraining, refuseBadWatch, refuseBusy} {
 		m.refused.WithLabelValues(r)
 	}
 	for _, o := range []string{resumeRecovered, resumeMalformed, resumeUnknown, resumeTooOld, resumeError, resumeNoReplay} {
@@ -133,7 +196,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.sockets.WithLabelValues("sse")
 	var errs []error
 	for _, c := range []prometheus.Collector{m.sockets, m.subscriptions, m.queued, m.slowSockets, m.received, written,
-		latency, m.dropped, m.disconnects, m.refused, m.resumes, m.replayed, m.resumeSeconds} {
+		latency, m.dropped, m.disconnects, m.refused, m.resumes, m.replayed, m.resumeSeconds, setup,
+		m.settingUp, m.flushes, m.flushWaiters, m.loadBatch, m.loadsWaiting, m.replayBatch, m.confirmSkipped, m.ignored, m.interestMode,
+		m.interestShare, m.interestSwitches, m.collections, m.bursts} {
 		errs = append(errs, reg.Register(c))
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -25,9 +24,11 @@ type user struct {
 	follows []int64 // creator ids, sorted (a slice: most users follow few creators)
 	loading bool    // follows are being loaded; follow changes wait in pending
 	pending []followChange
-	loaded  chan struct{} // closed when loading ends
+	loaded  chan struct{} // closed when loading ends, then dropped (nil)
 	loadErr error
-	gone    bool // removed from the registry
+	ownGen  uint64 // subscription generation of the user's own subject
+	gen     uint64 // highest subscription generation of the user's subjects
+	gone    bool   // removed from the registry
 }
 
 type followChange struct {
@@ -249,18 +250,14 @@ func (r *registry) allConns() []*conn {
 	return out
 }
 
-// eachConn calls fn for every socket whose keep-alive slot is slot, outside the shard locks.
-func (r *registry) connsInSlot(slot uint64, slots uint64, out []*conn) []*conn {
-	for i := range r.conns {
-		s := &r.conns[i]
-		s.mu.Lock()
-		for c := range s.m {
-			if c.seq%slots == slot {
-				out = append(out, c)
-			}
-		}
-		s.mu.Unlock()
+// shardConns appends the sockets of conns shard i.
+func (r *registry) shardConns(i int, out []*conn) []*conn {
+	s := &r.conns[i]
+	s.mu.Lock()
+	for c := range s.m {
+		out = append(out, c)
 	}
+	s.mu.Unlock()
 	return out
 }
 
@@ -291,10 +288,12 @@ func (h *Hub) join(ctx context.Context, c *conn) error {
 	first := u == nil
 	if first {
 		u = &user{id: c.userID, loading: true, loaded: make(chan struct{})}
-		if err := h.interest.acquire(fanout.UserSubject(c.userID)); err != nil {
+		gen, err := h.interest.acquire(fanout.UserSubject(c.userID))
+		if err != nil {
 			s.mu.Unlock()
 			return err
 		}
+		u.ownGen, u.gen = gen, gen
 		s.m[c.userID] = u
 	} else if u.n >= h.cfg.MaxSocketsPerUser {
 		s.mu.Unlock()
@@ -307,16 +306,25 @@ func (h *Hub) join(ctx context.Context, c *conn) error {
 		conns = append(slices.Clone(*old), c)
 	}
 	u.conns.Store(&conns)
+	loaded := u.loaded // nil once the load is over
 	s.mu.Unlock()
 	h.reg.addConn(c)
 	if first {
 		h.presence.online(c.userID)
-		return h.loadFollows(ctx, u)
+		h.m.loadsWaiting.Inc()
+		select {
+		case h.loads <- u:
+		case <-ctx.Done():
+			h.m.loadsWaiting.Dec()
+			h.finishLoad(u, nil, fmt.Errorf("hub: follow list: %w", ctx.Err()))
+		}
 	}
-	select {
-	case <-u.loaded:
-	case <-ctx.Done():
-		return ctx.Err()
+	if loaded != nil {
+		select {
+		case <-loaded:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	s.mu.Lock()
 	err := u.loadErr
@@ -324,93 +332,41 @@ func (h *Hub) join(ctx context.Context, c *conn) error {
 	return err
 }
 
-// loadFollows reads the follow list of u's first socket, then indexes u under each creator, applying
-// the follow changes that arrived meanwhile in their order.
-func (h *Hub) loadFollows(ctx context.Context, u *user) error {
-	follows := map[int64]struct{}{}
-	var after int64
-	var err error
-	for {
-		var page []int64
-		page, err = h.d.Follows.FollowedCreators(ctx, u.id, after, h.cfg.FollowPageSize)
-		if err != nil {
-			err = fmt.Errorf("hub: follows of user %d: %w", u.id, err)
-			break
-		}
-		for _, id := range page {
-			follows[id] = struct{}{}
-		}
-		if len(page) < h.cfg.FollowPageSize {
-			break
-		}
-		after = page[len(page)-1]
-	}
-	s := h.reg.usersShard(u.id)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	defer close(u.loaded)
-	u.loading = false
-	if err != nil {
-		u.loadErr = err
-		return err
-	}
-	for _, ch := range u.pending {
-		if ch.following {
-			follows[ch.creatorID] = struct{}{}
-		} else {
-			delete(follows, ch.creatorID)
-		}
-	}
-	u.pending = nil
-	u.follows = make([]int64, 0, len(follows))
-	for id := range follows {
-		u.follows = append(u.follows, id)
-	}
-	slices.Sort(u.follows)
-	if u.gone {
-		return nil
-	}
-	for _, id := range u.follows {
-		h.reg.indexFollower(id, u)
-		if err := h.interest.acquire(fanout.CreatorSubject(id)); err != nil {
-			h.log.Warn("hub: subscribe", "subject", fanout.CreatorSubject(id), "err", err)
-		}
-	}
-	return nil
-}
-
 // applyFollow applies a follow.changed event to the open sockets of its user: the creator's subject is
-// added or removed at once. added reports a new follow.
-func (h *Hub) applyFollow(userID, creatorID int64, following bool) (added bool) {
+// added or removed at once. For a new follow it returns the generation of the creator's subscription
+// (to confirm before the user hears of the change), else 0.
+func (h *Hub) applyFollow(userID, creatorID int64, following bool) (gen uint64) {
 	s := h.reg.usersShard(userID)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	u := s.m[userID]
 	if u == nil {
-		return false
+		return 0
 	}
 	if u.loading {
 		u.pending = append(u.pending, followChange{creatorID, following})
-		return false
+		return 0
 	}
 	if u.loadErr != nil {
-		return false
+		return 0
 	}
 	i, has := slices.BinarySearch(u.follows, creatorID)
 	switch {
 	case following && !has:
 		u.follows = slices.Insert(u.follows, i, creatorID)
 		h.reg.indexFollower(creatorID, u)
-		if err := h.interest.acquire(fanout.CreatorSubject(creatorID)); err != nil {
+		gen, err := h.interest.acquire(fanout.CreatorSubject(creatorID))
+		if err != nil {
 			h.log.Warn("hub: subscribe", "subject", fanout.CreatorSubject(creatorID), "err", err)
 		}
-		return true
+		u.gen = max(u.gen, gen)
+		return gen
 	case !following && has:
 		u.follows = slices.Delete(u.follows, i, i+1)
 		h.reg.unindexFollower(creatorID, u)
 		h.interest.release(fanout.CreatorSubject(creatorID))
 	}
-	return false
+	return 0
 }
 
 // leave removes c from its user; the last socket of a user takes the user's interest with it.
@@ -467,84 +423,4 @@ func (h *Hub) subjectsOf(c *conn) (subjects, drops []string) {
 	slices.Sort(subjects)
 	slices.Sort(drops)
 	return subjects, drops
-}
-
-// interest holds one Bus subscription per subject that a local socket needs, reference counted.
-type interest struct {
-	shards  []interestShard
-	seed    maphash.Seed
-	bus     Bus
-	deliver func(subject string, data []byte)
-	m       *metrics
-}
-
-type interestShard struct {
-	mu   sync.Mutex
-	subs map[string]*subRef
-}
-
-type subRef struct {
-	n           int
-	unsubscribe func() error
-}
-
-func newInterest(n int, bus Bus, deliver func(string, []byte), m *metrics) *interest {
-	in := &interest{shards: make([]interestShard, n), seed: maphash.MakeSeed(), bus: bus, deliver: deliver, m: m}
-	for i := range in.shards {
-		in.shards[i].subs = map[string]*subRef{}
-	}
-	return in
-}
-
-func (in *interest) shard(subject string) *interestShard {
-	return &in.shards[maphash.String(in.seed, subject)%uint64(len(in.shards))]
-}
-
-// acquire takes one reference on subject, subscribing on the first.
-func (in *interest) acquire(subject string) error {
-	s := in.shard(subject)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if ref := s.subs[subject]; ref != nil {
-		ref.n++
-		return nil
-	}
-	unsubscribe, err := in.bus.Subscribe(subject, in.deliver)
-	if err != nil {
-		return fmt.Errorf("hub: subscribe %s: %w", subject, err)
-	}
-	s.subs[subject] = &subRef{n: 1, unsubscribe: unsubscribe}
-	in.m.subscriptions.Inc()
-	return nil
-}
-
-// release drops one reference on subject, unsubscribing with the last.
-func (in *interest) release(subject string) {
-	s := in.shard(subject)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ref := s.subs[subject]
-	if ref == nil {
-		return
-	}
-	if ref.n--; ref.n > 0 {
-		return
-	}
-	delete(s.subs, subject)
-	in.m.subscriptions.Dec()
-	_ = ref.unsubscribe()
-}
-
-// releaseAll unsubscribes from everything (shutdown).
-func (in *interest) releaseAll() {
-	for i := range in.shards {
-		s := &in.shards[i]
-		s.mu.Lock()
-		for subject, ref := range s.subs {
-			_ = ref.unsubscribe()
-			delete(s.subs, subject)
-			in.m.subscriptions.Dec()
-		}
-		s.mu.Unlock()
-	}
 }

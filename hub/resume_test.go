@@ -311,3 +311,71 @@ func mustTime(t *testing.T, s string) time.Time {
 	}
 	return ts
 }
+
+// A reconnect storm: sockets resuming from the same event at once share replay reads, and each still
+// gets exactly what it missed: the creator's events, its own user's events and no one else's, its
+// watched drop's newest tick only.
+func TestResumeStormSharesReads(t *testing.T) {
+	e := newEnv(t)
+	const fans = 30
+	e.users(10)
+	e.creators(10)
+	e.drop(100, 10)
+	for u := int64(1); u <= fans; u++ {
+		e.users(100 + u)
+		e.follow(100+u, 10)
+	}
+	first := e.publish(creatorEvent(fanout.DropScheduled, 10, 100))
+	// Missed: one creator event, one order per fan, two ticks of the drop that odd fans watch.
+	started := e.publish(creatorEvent(fanout.DropStarted, 10, 100))
+	orders := map[int64]fanout.Event{}
+	for u := int64(1); u <= fans; u++ {
+		orders[100+u] = e.publish(userEvent(fanout.OrderConfirmed, 100+u, 10, 100))
+	}
+	e.publish(stockChanged(10, 100, 45))
+	tick := e.publish(stockChanged(10, 100, 44))
+
+	follows := &gatedFollows{gate: make(chan struct{})}
+	n := e.startHubWith(hub.Config{}, func(d *hub.Deps) {
+		follows.Follows = d.Follows
+		d.Follows = follows
+	})
+	var wg sync.WaitGroup
+	clients := make([]*client, fans)
+	for i := range fans {
+		u := int64(101 + i)
+		query := q("since", first.ID)
+		if u%2 == 1 {
+			query = q("since", first.ID, "watch", "100")
+		}
+		wg.Go(func() { clients[i] = n.dialWS(u, dialOpts{query: query}) })
+	}
+	wg.Wait()
+	// Every socket in setup at once, then all resume together.
+	waitFor(t, "every fan in setup", func() bool { return n.metric("livedrops_hub_setups_in_progress") == fans })
+	close(follows.gate)
+	for i, c := range clients {
+		u := int64(101 + i)
+		if h := c.hello(); h.Recovered == nil || !*h.Recovered {
+			t.Fatalf("fan %d: hello %s, want recovered true", u, h.raw)
+		}
+		// In stream order: drop.started, the fan's own order, then (watchers) the newest tick.
+		c.expect(started)
+		c.expect(orders[u])
+		if u%2 == 1 {
+			c.expect(tick)
+		}
+	}
+	live := e.publish(creatorEvent(fanout.DropEnded, 10, 100))
+	for _, c := range clients {
+		c.expect(live) // nothing else came in between
+	}
+	reads := n.metric("livedrops_hub_replay_batch_resumes")
+	if got := n.histSum("livedrops_hub_replay_batch_resumes"); got != fans {
+		t.Errorf("resumes over the replay reads: %v, want %d", got, fans)
+	}
+	if reads >= fans {
+		t.Errorf("%v replay reads for %d resumes arriving together: not shared", reads, fans)
+	}
+	t.Logf("%d resumes in %v replay reads", fans, reads)
+}

@@ -9,6 +9,7 @@ import (
 	"path"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/livedrops/livedrops/fanout"
 	"github.com/livedrops/livedrops/store"
@@ -120,13 +121,16 @@ func (h *Hub) watch(ctx context.Context, c *conn, dropID int64) error {
 	if len(c.watches) >= h.cfg.MaxWatches {
 		return errTooManyWatches
 	}
-	if err := h.interest.acquire(fanout.DropSubject(dropID)); err != nil {
+	g1, err := h.interest.acquire(fanout.DropSubject(dropID))
+	if err != nil {
 		return err
 	}
-	if err := h.interest.acquire(fanout.CreatorSubject(creator)); err != nil {
+	g2, err := h.interest.acquire(fanout.CreatorSubject(creator))
+	if err != nil {
 		h.interest.release(fanout.DropSubject(dropID))
 		return err
 	}
+	c.gen = max(c.gen, g1, g2)
 	if c.watches == nil {
 		c.watches = map[int64]int64{}
 	}
@@ -162,7 +166,7 @@ func watchError(err error, f ClientFrame) *frame {
 
 // start finishes the setup of a joined socket: its watches, its resume, then the hello frame, what the
 // resume replays and what arrived meanwhile; then the socket is live.
-func (h *Hub) start(ctx context.Context, c *conn, req connRequest) {
+func (h *Hub) start(ctx context.Context, c *conn, req connRequest, t0 time.Time) {
 	var early []*frame
 	for _, d := range req.watches {
 		if err := h.watch(ctx, c, d); err != nil {
@@ -173,7 +177,17 @@ func (h *Hub) start(ctx context.Context, c *conn, req connRequest) {
 	// published after hello, and a resume reads the stream only after that point.
 	// If that cannot be confirmed (NATS slow under a connect burst), the socket could miss what is
 	// published meanwhile: it is told to reconnect (4002) instead of getting a hello that promises more.
-	if err := h.d.Bus.Flush(ctx); err != nil {
+	tf := h.cfg.Now()
+	c.imu.Lock()
+	need := c.gen
+	c.imu.Unlock()
+	s := h.reg.usersShard(c.userID)
+	s.mu.Lock()
+	need = max(need, c.u.gen)
+	s.mu.Unlock()
+	err := h.flushes.confirm(ctx, need)
+	h.m.setup[stageConfirm].Observe(h.cfg.Now().Sub(tf).Seconds())
+	if err != nil {
 		h.log.Warn("hub: flush subscriptions", "conn_id", c.id, "err", err)
 		if req.resume {
 			h.m.resumes.WithLabelValues(resumeError).Inc()
@@ -203,6 +217,7 @@ func (h *Hub) start(ctx context.Context, c *conn, req connRequest) {
 	c.queue = q
 	c.mu.Unlock()
 	h.m.queued.Add(float64(1 + len(early) + len(replay)))
+	h.m.setup[stageTotal].Observe(h.cfg.Now().Sub(t0).Seconds())
 	c.run(nil)
 }
 
@@ -222,7 +237,10 @@ func (h *Hub) handleFrame(c *conn, f ClientFrame) {
 			return
 		}
 		// The ack comes once the drop's subjects are in force at the server.
-		if err := h.d.Bus.Flush(ctx); err != nil {
+		c.imu.Lock()
+		need := c.gen
+		c.imu.Unlock()
+		if err := h.flushes.confirm(ctx, need); err != nil {
 			h.log.Warn("hub: flush subscriptions", "conn_id", c.id, "err", err)
 		}
 		c.offer(controlFrame(encodeWatching(f.DropID)))

@@ -17,7 +17,19 @@ import (
 // while draining. The stream itself is written on the hijacked connection, by the same workers as
 // WebSockets; Last-Event-ID (or ?since=) resumes, ?watch=1,2 watches drops.
 func (h *Hub) ServeSSE(w http.ResponseWriter, r *http.Request) {
+	t0 := h.cfg.Now()
 	token := takeToken(r)
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.SetupTimeout)
+	defer cancel()
+	release, err := h.admit(ctx)
+	if err != nil {
+		h.m.refused.WithLabelValues(refuseBusy).Inc()
+		w.Header().Set("Retry-After", "1")
+		httpkit.WriteProblem(w, r, httpkit.Problem{Status: http.StatusServiceUnavailable, Code: "unavailable",
+			Detail: "the hub is busy setting other streams up; try again shortly"})
+		return
+	}
+	defer release()
 	origin := r.Header.Get("Origin")
 	if ok, _ := matchOrigin(origin, r.Host, h.cfg.AllowedOrigins); !ok {
 		h.m.refused.WithLabelValues(refuseOrigin).Inc()
@@ -64,8 +76,6 @@ func (h *Hub) ServeSSE(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	c := h.newConn(userID, true)
-	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.SetupTimeout)
-	defer cancel()
 	err = h.join(ctx, c)
 	switch {
 	case errors.Is(err, errOverCap):
@@ -101,9 +111,8 @@ func (h *Hub) ServeSSE(w http.ResponseWriter, r *http.Request) {
 		c.release()
 		c.closeWith(CloseDraining, drainReason(jitter(h.cfg.DrainSpread)), reasonDrain, nil)
 	} else {
-		h.start(ctx, c, req)
+		h.start(ctx, c, req, t0)
 	}
-	cancel()
 	reading = true
 	go func() {
 		defer h.conns.Done()

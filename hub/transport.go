@@ -33,8 +33,6 @@ type nonblockConn struct {
 	backlog []byte // bytes accepted but not yet in the kernel
 	limit   int    // most bytes the backlog may hold
 	err     error  // sticky: the connection is dead
-	holding bool   // collect writes in held until endHold
-	held    []byte
 
 	// State of the raw write callback, kept here so writing allocates nothing.
 	cur     []byte
@@ -88,32 +86,7 @@ func (nb *nonblockConn) writeOnce(fd uintptr) bool {
 func (nb *nonblockConn) Write(p []byte) (int, error) {
 	nb.mu.Lock()
 	defer nb.mu.Unlock()
-	if nb.holding && nb.err == nil {
-		nb.held = append(nb.held, p...)
-		return len(p), nil
-	}
 	return nb.writeLocked(p)
-}
-
-// beginHold makes the writes until endHold collect in buf, to reach the kernel as one write: the socket's
-// own write buffer can then be tiny (a frame's header and payload would otherwise be two system calls).
-func (nb *nonblockConn) beginHold(buf []byte) {
-	nb.mu.Lock()
-	nb.holding, nb.held = true, buf[:0]
-	nb.mu.Unlock()
-}
-
-// endHold writes what was held and returns the buffer for reuse.
-func (nb *nonblockConn) endHold() ([]byte, error) {
-	nb.mu.Lock()
-	defer nb.mu.Unlock()
-	b := nb.held
-	nb.holding, nb.held = false, nil
-	if len(b) == 0 {
-		return b, nb.err
-	}
-	_, err := nb.writeLocked(b)
-	return b, err
 }
 
 func (nb *nonblockConn) writeLocked(p []byte) (int, error) {
@@ -213,11 +186,12 @@ type hijacked struct {
 	bw   *bufio.ReadWriter // for coder/websocket
 }
 
-// Buffer sizes of a hijacked connection. net/http's are 4 KiB each. Client frames are tiny, and the
-// fan-out collects each frame in a shared buffer (nonblockConn.beginHold), so the socket's own write
-// buffer only serves the rare control frames: small buffers save most of a socket's idle memory.
+// Buffer sizes of a hijacked connection. net/http's are 4 KiB each. Client frames are tiny, and the hub
+// writes its frames whole, bytes built once per event (frame.wsBytes), straight to the connection, so
+// the write buffer only serves coder/websocket's close frame: small buffers save most of a socket's idle
+// memory.
 const (
-	readBufSize  = 128
+	readBufSize  = 64
 	writeBufSize = 64
 )
 

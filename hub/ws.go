@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync/atomic"
 
 	"github.com/coder/websocket"
 
@@ -16,12 +17,20 @@ import (
 // browser cannot read the HTTP status of a failed upgrade; a request that is no upgrade at all is
 // answered 426 problem+json.
 func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
+	t0 := h.cfg.Now()
 	token := takeToken(r)
 	if !headerHas(r.Header, "Connection", "upgrade") || !headerHas(r.Header, "Upgrade", "websocket") {
 		w.Header().Set("Upgrade", "websocket")
 		httpkit.WriteProblem(w, r, httpkit.Problem{Status: http.StatusUpgradeRequired, Code: "upgrade_required",
 			Detail: "GET /ws is a WebSocket endpoint; GET /events serves the same events as Server-Sent Events"})
 		return
+	}
+	// The whole setup, from checking the token to the hello, runs inside the setup stage.
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.SetupTimeout)
+	defer cancel()
+	release, admitErr := h.admit(ctx)
+	if admitErr == nil {
+		defer release()
 	}
 	originOK, _ := matchOrigin(r.Header.Get("Origin"), r.Host, h.cfg.AllowedOrigins)
 	var userID int64
@@ -32,7 +41,24 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 	req, reqErr := h.parseRequest(r, "")
 
 	uw := &upgradeWriter{ResponseWriter: w, backlogLimit: h.cfg.BacklogBytes}
-	ws, err := websocket.Accept(uw, r, &websocket.AcceptOptions{InsecureSkipVerify: true}) // origin checked above
+	var self atomic.Pointer[conn] // the socket, once it exists, for the control-frame callbacks
+	ws, err := websocket.Accept(uw, r, &websocket.AcceptOptions{
+		InsecureSkipVerify: true, // origin checked above
+		// Pongs are noted for the keep-alive; pings are answered by the socket's writer (keepalive.go).
+		OnPongReceived: func(context.Context, []byte) {
+			if c := self.Load(); c != nil {
+				c.pongAt.Store(h.cfg.Now().UnixNano())
+			}
+		},
+		OnPingReceived: func(_ context.Context, payload []byte) bool {
+			c := self.Load()
+			if c == nil {
+				return true // nothing else writes yet: coder/websocket answers
+			}
+			c.offer(wsPong(payload))
+			return false
+		},
+	})
 	if err != nil {
 		return // Accept answered the client
 	}
@@ -56,21 +82,22 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 	case h.draining.Load():
 		refuse(CloseDraining, drainReason(jitter(h.cfg.DrainSpread)), refuseDraining)
 		return
+	case admitErr != nil:
+		refuse(CloseServerError, "hub busy, reconnect", refuseBusy)
+		return
 	}
 	ws.SetReadLimit(h.cfg.ReadLimit)
 
 	h.conns.Add(1) // for the setup here, then for the reader goroutine
 	c := h.newConn(userID, false)
-	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.SetupTimeout)
+	self.Store(c)
 	err = h.join(ctx, c)
 	if errors.Is(err, errOverCap) {
-		cancel()
 		h.conns.Done()
 		refuse(CloseTooManySockets, "too many sockets for this user", refuseOverCap)
 		return
 	}
 	if !c.attach(uw.h, ws, CloseDraining, drainReason(0)) {
-		cancel()
 		h.conns.Done()
 		_ = ws.CloseNow()
 		return
@@ -84,9 +111,8 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 		c.release()
 		c.closeWith(CloseDraining, drainReason(jitter(h.cfg.DrainSpread)), reasonDrain, nil)
 	default:
-		h.start(ctx, c, req)
+		h.start(ctx, c, req, t0)
 	}
-	cancel()
 	// The handler returns and a fresh goroutine reads: net/http's state of the request (its buffers, the
 	// stack the setup grew) is garbage from here on, which is most of an idle socket's memory.
 	go func() {

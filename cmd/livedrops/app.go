@@ -51,6 +51,7 @@ type App struct {
 	srv      *http.Server
 	ln       net.Listener
 	serveErr chan error
+	pprof    *pprofServer // LIVEDROPS_PPROF_ADDR; nil when off
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -150,6 +151,11 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err er
 		}
 	}
 
+	if cfg.PprofAddr != "" {
+		if a.pprof, err = startPprof(cfg.PprofAddr, logger); err != nil {
+			return a, err
+		}
+	}
 	a.ln, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return a, fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
@@ -262,6 +268,9 @@ func (a *App) shutdown(ctx context.Context) error {
 	}
 	if a.pool != nil {
 		step("postgres", func() error { a.pool.Close(); return nil })
+	}
+	if a.pprof != nil {
+		step("pprof", func() error { return a.pprof.Close(ctx) })
 	}
 	if a.dev != nil {
 		step("dev stack", func() error { return a.dev.Stop(ctx) })

@@ -19,6 +19,7 @@ import (
 	"github.com/livedrops/livedrops/api/auth"
 	"github.com/livedrops/livedrops/fanout"
 	"github.com/livedrops/livedrops/fanout/natstest"
+	"github.com/livedrops/livedrops/store/postgres"
 	"github.com/livedrops/livedrops/store/storetest"
 )
 
@@ -439,4 +440,99 @@ func TestAllRoleFollowerSocketGetsTheDrop(t *testing.T) {
 			}
 		}
 	}
+}
+
+// The hub's follow-list cache (Redis) stays in step with the follows: a fan whose list was cached while
+// following nobody follows through the API, reconnects and hears the creator; then follows a second
+// creator through the store alone (as if the API died between its commit and its invalidation), and the
+// relay's invalidation before it publishes follow.changed makes the next socket hear that creator too.
+func TestAllRoleFollowListCacheKeptInStep(t *testing.T) {
+	cfg := testConfig(t, "all", storetest.NewMigratedDatabase(t))
+	app := startApp(t, cfg)
+	base := "http://" + app.Addr()
+	type user struct {
+		UserID int64  `json:"user_id"`
+		Token  string `json:"token"`
+	}
+	var c1, c2, fan user
+	call(t, "POST", base+"/users", "", map[string]string{"name": "C1", "email": "c1@example.com"}, http.StatusCreated, &c1)
+	call(t, "POST", base+"/users", "", map[string]string{"name": "C2", "email": "c2@example.com"}, http.StatusCreated, &c2)
+	call(t, "POST", base+"/users", "", map[string]string{"name": "Fan", "email": "fan2@example.com"}, http.StatusCreated, &fan)
+	products := map[int64]int64{}
+	for _, c := range []user{c1, c2} {
+		call(t, "POST", base+"/creators", c.Token, map[string]string{"profile_name": "C"}, http.StatusCreated, nil)
+		var p struct {
+			ProductID int64 `json:"product_id"`
+		}
+		call(t, "POST", base+"/products", c.Token, map[string]any{"title": "Cap", "price_cents": 1500}, http.StatusCreated, &p)
+		products[c.UserID] = p.ProductID
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dial := func() *websocket.Conn {
+		t.Helper()
+		ws, _, err := websocket.Dial(ctx, "ws://"+app.Addr()+"/ws?access_token="+fan.Token, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, b, err := ws.Read(ctx)
+		if err != nil || !strings.Contains(string(b), `"type":"hello"`) {
+			t.Fatalf("first frame %s, %v; want hello", b, err)
+		}
+		return ws
+	}
+	// hears waits for the drop.scheduled of a new drop of creator c on a fresh socket.
+	hears := func(c user) {
+		t.Helper()
+		ws := dial()
+		defer ws.CloseNow()
+		start := time.Now().Add(time.Hour).UTC().Truncate(time.Millisecond)
+		var drop struct {
+			DropID int64 `json:"drop_id"`
+		}
+		call(t, "POST", base+"/drops", c.Token, map[string]any{"product_id": products[c.UserID],
+			"start_time": start.Format(time.RFC3339Nano), "end_time": start.Add(time.Hour).Format(time.RFC3339Nano),
+			"stock_count": 5, "max_per_user": 1}, http.StatusCreated, &drop)
+		for {
+			_, b, err := ws.Read(ctx)
+			if err != nil {
+				t.Fatalf("creator %d's drop %d never reached the fan: %v", c.UserID, drop.DropID, err)
+			}
+			var ev map[string]any
+			_ = json.Unmarshal(b, &ev)
+			if ev["type"] == "drop.scheduled" && ev["drop_id"] == float64(drop.DropID) {
+				return
+			}
+		}
+	}
+	// The fan's empty list gets cached.
+	dial().CloseNow()
+	call(t, "POST", fmt.Sprintf("%s/users/%d/follow/%d", base, fan.UserID, c1.UserID), fan.Token, nil, http.StatusNoContent, nil)
+	hears(c1)
+
+	// A follow the API never invalidated: only the relay's invalidation (before follow.changed goes out)
+	// can bring it to the cache. Wait for the relay to have published it, then connect.
+	nc, err := nats.Connect(cfg.NatsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	msgs := make(chan *nats.Msg, 16)
+	sub, err := nc.ChanSubscribe(fanout.UserSubject(fan.UserID), msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := postgres.NewFollows(app.pool, nil).Follow(ctx, fan.UserID, c2.UserID); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-msgs:
+	case <-time.After(10 * time.Second):
+		t.Fatal("follow.changed not relayed")
+	}
+	hears(c2)
 }

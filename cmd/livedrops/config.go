@@ -57,6 +57,16 @@ type Config struct {
 	// push fallback (worker, and the api's GET /push/config and device validation)
 	Push PushConfig
 
+	// PprofAddr, when set, serves net/http/pprof on a listener of its own (off by default).
+	PprofAddr string
+
+	// hub role (issue 11)
+	HubWorkers   int
+	HubMaxSetups int
+	HubInterest  string
+	HubGCGrowth  float64
+	HubBurstGOGC int
+
 	// token command
 	TokenUser int64
 	TokenTTL  time.Duration
@@ -225,6 +235,41 @@ func settings() []setting {
 				c.MaxSocketsPerUser = n
 				return nil
 			}},
+		{"pprof-addr", "LIVEDROPS_PPROF_ADDR", "", "address of a separate listener serving /debug/pprof/ (CPU, heap, block and mutex profiles; keep it on loopback); empty: off",
+			func(c *Config, v string) error {
+				if v == "" {
+					c.PprofAddr = ""
+					return nil
+				}
+				if _, _, err := net.SplitHostPort(v); err != nil {
+					return fmt.Errorf("not host:port: %w", err)
+				}
+				c.PprofAddr = v
+				return nil
+			}},
+		{"hub-workers", "LIVEDROPS_HUB_WORKERS", "0", "goroutines writing fan-outs to sockets; 0 means GOMAXPROCS (give a hub sharing its host with other hubs GOMAXPROCS = its share of the cores)",
+			func(c *Config, v string) error { return setInt(&c.HubWorkers, v, 0, 256) }},
+		{"hub-max-setups", "LIVEDROPS_HUB_MAX_SETUPS", "256", "sockets a hub sets up at once (token, follow list, subscriptions); more wait for a place, at most 10s, then are closed with 4002",
+			func(c *Config, v string) error { return setInt(&c.HubMaxSetups, v, 1, 100_000) }},
+		{"hub-interest", "LIVEDROPS_HUB_INTEREST", "auto", "how a hub subscribes to creators: auto (one subject per followed creator, or one ld.creator.* wildcard when at least half the creators that published lately have a local follower, back below a third) or per-creator",
+			func(c *Config, v string) error {
+				if v != "auto" && v != "per-creator" {
+					return errors.New(`want "auto" or "per-creator"`)
+				}
+				c.HubInterest = v
+				return nil
+			}},
+		{"hub-gc-growth", "LIVEDROPS_HUB_GC_GROWTH", "0.25", "a hub collects garbage at a quiet moment (no fan-out for a second) once its heap grew by this share of its live size; 0: off (GOGC alone decides)",
+			func(c *Config, v string) error {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil || f < 0 || f > 10 {
+					return errors.New("want a share from 0 (off) to 10")
+				}
+				c.HubGCGrowth = f
+				return nil
+			}},
+		{"hub-burst-gogc", "LIVEDROPS_HUB_BURST_GOGC", "200", "GOGC of a hub while a connect burst fills its setup stage (a reconnect storm), until a second without a setup; the process's own GOGC comes back after it; 0: never changed",
+			func(c *Config, v string) error { return setInt(&c.HubBurstGOGC, v, 0, 10_000) }},
 		{"nats-sync", "LIVEDROPS_NATS_SYNC", "always", "JetStream disk sync of the embedded NATS: always, or an interval such as 2m",
 			func(c *Config, v string) error {
 				if _, _, err := natslocal.ParseSync(v); err != nil {
@@ -234,6 +279,15 @@ func settings() []setting {
 				return nil
 			}},
 	}
+}
+
+func setInt(dst *int, v string, lo, hi int) error {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return fmt.Errorf("want %d..%d", lo, hi)
+	}
+	*dst = n
+	return nil
 }
 
 func setRate(dst *int, v string) error {
@@ -425,6 +479,12 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("max_sockets_per_user", c.MaxSocketsPerUser),
 		slog.Int("stream_replicas", c.StreamReplicas),
 		slog.Float64("stock_rate", c.StockRate),
+		slog.String("pprof_addr", c.PprofAddr),
+		slog.Int("hub_workers", c.HubWorkers),
+		slog.Int("hub_max_setups", c.HubMaxSetups),
+		slog.String("hub_interest", c.HubInterest),
+		slog.Float64("hub_gc_growth", c.HubGCGrowth),
+		slog.Int("hub_burst_gogc", c.HubBurstGOGC),
 		slog.Any("push", c.pushLogValue()),
 	)
 }

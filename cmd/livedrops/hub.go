@@ -19,10 +19,12 @@ import (
 var (
 	_ hub.Verifier  = (*auth.Tokens)(nil)
 	_ hub.Follows   = (*postgres.Hub)(nil)
+	_ hub.Follows   = (*redis.FollowLists)(nil)
 	_ hub.Drops     = (*postgres.Hub)(nil)
 	_ hub.Sequences = (*postgres.Hub)(nil)
 	_ hub.Bus       = (*jetstream.Subscriber)(nil)
 	_ hub.Replayer  = (*jetstream.Replayer)(nil)
+	_ hub.Activity  = (*jetstream.Replayer)(nil)
 	_ hub.Presence  = (*redis.Presence)(nil)
 )
 
@@ -50,14 +52,41 @@ func (a *App) mountHub(r chi.Router) error {
 	}
 	bus := jetstream.NewSubscriber(a.nc, a.logger, jetstream.SubscriberConfig{})
 	queries := postgres.NewHub(a.pool)
+	var follows hub.Follows = queries
+	if cfg.Cache {
+		lists, err := redis.NewFollowLists(a.rdb, queries, redis.FollowListsConfig{Prefix: cfg.CachePrefix,
+			Logger: a.logger}, a.registry)
+		if err != nil {
+			bus.Close()
+			replayer.Close()
+			return fmt.Errorf("hub: %w", err)
+		}
+		follows = lists
+	}
+	gcGrowth := cfg.HubGCGrowth
+	if gcGrowth == 0 {
+		gcGrowth = -1 // off
+	}
+	burstGOGC := cfg.HubBurstGOGC
+	if burstGOGC == 0 {
+		burstGOGC = -1 // never changed
+	}
+	var activity hub.Activity = replayer
+	if cfg.HubInterest == "per-creator" {
+		activity = nil
+	}
 	h, err := hub.New(hub.Config{
 		AllowedOrigins:    cfg.AllowedOrigins,
 		MaxSocketsPerUser: cfg.MaxSocketsPerUser,
 		ReplayWindow:      cfg.ReplayWindow,
+		Workers:           cfg.HubWorkers,
+		MaxSetups:         cfg.HubMaxSetups,
+		GCGrowth:          gcGrowth,
+		BurstGCPercent:    burstGOGC,
 	}, hub.Deps{
 		Logger: a.logger, Registerer: a.registry, Verifier: a.tokens,
-		Follows: queries, Drops: queries, Sequences: queries,
-		Bus: bus, Replayer: replayer, Presence: presence,
+		Follows: follows, Drops: queries, Sequences: queries,
+		Bus: bus, Replayer: replayer, Presence: presence, Activity: activity,
 	})
 	if err != nil {
 		bus.Close()

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/livedrops/livedrops/fanout"
 	"github.com/livedrops/livedrops/fanout/jetstream"
 	"github.com/livedrops/livedrops/fanout/relay"
 	"github.com/livedrops/livedrops/store/postgres"
+	"github.com/livedrops/livedrops/store/redis"
 )
 
 // Compile-time checks that the adapters fit the interfaces package relay declares.
@@ -43,7 +45,12 @@ func (a *App) startWorker(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
-	rel, err := relay.New(postgres.NewOutbox(a.pool), pub, postgres.NewLeader(a.pool, "relay", postgres.LeaderConfig{}),
+	lists, err := redis.NewFollowLists(a.rdb, nil, redis.FollowListsConfig{Prefix: cfg.CachePrefix}, a.registry)
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	relayStream := followListStream{Stream: pub, lists: lists, a: a}
+	rel, err := relay.New(postgres.NewOutbox(a.pool), relayStream, postgres.NewLeader(a.pool, "relay", postgres.LeaderConfig{}),
 		relay.Config{ReplayWindow: cfg.ReplayWindow, StockRate: cfg.StockRate, Logger: a.logger, Metrics: metrics})
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
@@ -70,6 +77,29 @@ func (a *App) startWorker(ctx context.Context) error {
 		return fmt.Errorf("worker: %w", err)
 	}
 	return nil
+}
+
+// followListStream is the relay's stream with the hubs' follow-list cache kept in step: before a
+// follow.changed goes out, its user's cached list gets a new version (store/redis.FollowLists), so a hub
+// that reads the list after the event was published never reads it from before the change.
+type followListStream struct {
+	relay.Stream
+	lists *redis.FollowLists
+	a     *App
+}
+
+func (s followListStream) Publish(ctx context.Context, events []fanout.Event) ([]uint64, error) {
+	var users []int64
+	for _, ev := range events {
+		if ev.Type == fanout.FollowChanged && ev.UserID > 0 {
+			users = append(users, ev.UserID)
+		}
+	}
+	if err := s.lists.Invalidate(ctx, users...); err != nil {
+		// Published anyway: Redis is never the source of truth; the lists then expire on their own.
+		s.a.logger.Warn("relay: invalidate follow lists", "users", len(users), "err", err)
+	}
+	return s.Stream.Publish(ctx, events)
 }
 
 // Stop cancels the jobs and waits for them, within ctx.

@@ -70,16 +70,17 @@ const wildcardAbove = 32
 
 // storedMsg is one message read back.
 type storedMsg struct {
-	seq  uint64
-	data []byte
+	seq     uint64
+	subject string
+	data    []byte
 }
 
-// Replay calls fn, oldest first, with every message stored after sequence after on one of subjects, and
-// with the newest message after it of each of newest (subjects whose older messages are superseded, such
-// as stock ticks). complete is false when there are more than limit messages or when the message at
+// Replay calls fn, oldest first, with every message (its sequence, subject and data) stored after
+// sequence after on one of subjects, and with the newest message after it of each of newest (subjects
+// whose older messages are superseded, such as stock ticks). complete is false when there are more than limit messages or when the message at
 // after is no longer stored (the stream has dropped part of the gap).
 func (r *Replayer) Replay(ctx context.Context, after uint64, subjects, newest []string, limit int,
-	fn func(seq uint64, data []byte)) (complete bool, err error) {
+	fn func(seq uint64, subject string, data []byte)) (complete bool, err error) {
 	var msgs []storedMsg
 	last := after
 	// Two passes: the second reads what was stored while the first ran, so that what Replay returns
@@ -129,7 +130,7 @@ func (r *Replayer) Replay(ctx context.Context, after uint64, subjects, newest []
 	slices.SortFunc(msgs, func(a, b storedMsg) int { return compareSeq(a.seq, b.seq) })
 	msgs = slices.CompactFunc(msgs, func(a, b storedMsg) bool { return a.seq == b.seq })
 	for _, m := range msgs {
-		fn(m.seq, m.data)
+		fn(m.seq, m.subject, m.data)
 	}
 	return true, nil
 }
@@ -249,10 +250,11 @@ func (r *Replayer) readAfterDirect(ctx context.Context, after uint64, q query, l
 			if err != nil {
 				return nil, false, fmt.Errorf("jetstream: replay: message without sequence")
 			}
-			if q.keep != nil && !q.keep[m.Header.Get("Nats-Subject")] {
+			subject := m.Header.Get("Nats-Subject")
+			if q.keep != nil && !q.keep[subject] {
 				continue
 			}
-			out = append(out, storedMsg{seq: seq, data: m.Data})
+			out = append(out, storedMsg{seq: seq, subject: subject, data: m.Data})
 			if len(out) > limit {
 				return nil, true, nil
 			}
@@ -346,7 +348,7 @@ func (r *Replayer) readAfterAPI(ctx context.Context, after uint64, q query, limi
 		if q.keep != nil && !q.keep[m.Subject] {
 			continue
 		}
-		out = append(out, storedMsg{seq: m.Sequence, data: m.Data})
+		out = append(out, storedMsg{seq: m.Sequence, subject: m.Subject, data: m.Data})
 		if len(out) > limit {
 			return nil, true, nil
 		}
@@ -393,7 +395,7 @@ func (r *Replayer) get(ctx context.Context, req directGet) (storedMsg, bool, err
 				if err != nil {
 					return storedMsg{}, false, fmt.Errorf("jetstream: replay: message without sequence")
 				}
-				return storedMsg{seq: seq, data: m.Data}, true, nil
+				return storedMsg{seq: seq, subject: m.Header.Get("Nats-Subject"), data: m.Data}, true, nil
 			case "404":
 				return storedMsg{}, false, nil
 			default:
@@ -417,5 +419,5 @@ func (r *Replayer) get(ctx context.Context, req directGet) (storedMsg, bool, err
 	if err != nil {
 		return storedMsg{}, false, fmt.Errorf("jetstream: replay: %w", err)
 	}
-	return storedMsg{seq: m.Sequence, data: m.Data}, true, nil
+	return storedMsg{seq: m.Sequence, subject: m.Subject, data: m.Data}, true, nil
 }

@@ -72,7 +72,10 @@ type replayed struct {
 func replay(t *testing.T, r *jetstream.Replayer, after uint64, subjects, newest []string, limit int) ([]replayed, bool) {
 	t.Helper()
 	var got []replayed
-	complete, err := r.Replay(t.Context(), after, subjects, newest, limit, func(seq uint64, data []byte) {
+	complete, err := r.Replay(t.Context(), after, subjects, newest, limit, func(seq uint64, subject string, data []byte) {
+		if !slices.Contains(subjects, subject) && !slices.Contains(newest, subject) {
+			t.Errorf("message %d on %q, which was not asked for", seq, subject)
+		}
 		got = append(got, replayed{seq, string(data)})
 	})
 	if err != nil {

@@ -15,7 +15,9 @@
 //	GOT                                   the sockets got the awaited events, or the wait ran out
 //	DONE  sockets=<n> received=<n> ...    and here is how it went (the sockets are closed by then)
 //
-// With -out, one latency in milliseconds per receiving socket is written there, one per line.
+// With -out, one line per awaited event received is written there: "<drop_id> <latency_ms>", the
+// latency from the event's "ts" to its receipt. DONE's last_id is the highest event id received (a
+// reconnect storm resumes from it).
 package main
 
 import (
@@ -97,7 +99,14 @@ type socket struct {
 	conn     net.Conn
 	br       *bufio.Reader
 	received int
-	latency  time.Duration // of the first awaited event
+	got      []receipt // the awaited events
+	lastID   int64
+}
+
+// receipt is one awaited event: which drop, how late.
+type receipt struct {
+	dropID  int64
+	latency time.Duration
 }
 
 func run(ctx context.Context, cfg config, stdout io.Writer) error {
@@ -161,7 +170,8 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 	}
 	fmt.Fprintln(stdout, "GOT") // every socket has its events, or the wait ran out: now the sockets close
 	var lat []time.Duration
-	received := 0
+	received, events := 0, 0
+	var lastID int64
 	for _, s := range socks {
 		if s == nil {
 			continue
@@ -169,25 +179,32 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 		_ = s.conn.Close()
 	}
 	readers.Wait() // what they recorded is read below
+	var b strings.Builder
 	for _, s := range socks {
-		if s != nil && s.received >= cfg.expect {
+		if s == nil {
+			continue
+		}
+		if s.received >= cfg.expect {
 			received++
-			lat = append(lat, s.latency)
+		}
+		lastID = max(lastID, s.lastID)
+		for _, r := range s.got {
+			events++
+			lat = append(lat, r.latency)
+			b.WriteString(strconv.FormatInt(r.dropID, 10))
+			b.WriteByte(' ')
+			b.WriteString(strconv.FormatFloat(ms(r.latency), 'f', 3, 64))
+			b.WriteByte('\n')
 		}
 	}
 	slices.Sort(lat)
 	if cfg.out != "" {
-		var b strings.Builder
-		for _, d := range lat {
-			b.WriteString(strconv.FormatFloat(ms(d), 'f', 3, 64))
-			b.WriteByte('\n')
-		}
 		if err := os.WriteFile(cfg.out, []byte(b.String()), 0o644); err != nil {
 			return err
 		}
 	}
-	fmt.Fprintf(stdout, "DONE sockets=%d received=%d missing=%d p50_ms=%.1f p99_ms=%.1f last_ms=%.1f\n",
-		len(tokens), received, len(tokens)-received, ms(pct(lat, 0.50)), ms(pct(lat, 0.99)), ms(pct(lat, 1)))
+	fmt.Fprintf(stdout, "DONE sockets=%d received=%d missing=%d events=%d last_id=%d p50_ms=%.1f p99_ms=%.1f last_ms=%.1f\n",
+		len(tokens), received, len(tokens)-received, events, lastID, ms(pct(lat, 0.50)), ms(pct(lat, 0.99)), ms(pct(lat, 1)))
 	return nil
 }
 
@@ -321,8 +338,26 @@ func dial(ctx context.Context, u *url.URL, token string, src *net.TCPAddr) (*soc
 }
 
 var (
-	tsKey = []byte(`"ts":"`)
+	tsKey   = []byte(`"ts":"`)
+	dropKey = []byte(`"drop_id":`)
+	idKey   = []byte(`"id":"`)
 )
+
+// intAfter parses the decimal number right after key in p (0 when absent).
+func intAfter(p, key []byte) int64 {
+	i := bytes.Index(p, key)
+	if i < 0 {
+		return 0
+	}
+	var n int64
+	for _, c := range p[i+len(key):] {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n
+}
 
 // read handles the socket's frames: the hello, pings, and the awaited events.
 func (s *socket) read(cfg config, got *sync.WaitGroup) {
@@ -354,9 +389,8 @@ func (s *socket) read(cfg config, got *sync.WaitGroup) {
 				continue
 			}
 			s.received++
-			if s.received == 1 {
-				s.latency = now.Sub(eventTS(p))
-			}
+			s.got = append(s.got, receipt{dropID: intAfter(p, dropKey), latency: now.Sub(eventTS(p))})
+			s.lastID = max(s.lastID, intAfter(p, idKey))
 			if s.received == cfg.expect && !counted {
 				counted = true
 				got.Done()

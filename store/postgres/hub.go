@@ -11,14 +11,61 @@ import (
 	"github.com/livedrops/livedrops/store"
 )
 
-// Hub answers the questions of the hub role: whom a user follows, whose a drop is, and where an event
+// Hub answers the questions of the hub role: whom users follow, whose a drop is, and where an event
 // sits in the JetStream stream. It implements hub.Follows, hub.Drops and hub.Sequences.
 type Hub struct {
-	pool *pgxpool.Pool
+	pool     *pgxpool.Pool
+	pageSize int
 }
 
+// FollowListPage is how many creator ids of one user FollowLists reads per round trip: the first page of
+// every user comes in one query, a user who follows more is read on in keyset pages of this size.
+const FollowListPage = 1000
+
 // NewHub returns the hub's queries on pool.
-func NewHub(pool *pgxpool.Pool) *Hub { return &Hub{pool: pool} }
+func NewHub(pool *pgxpool.Pool) *Hub { return NewHubPaged(pool, FollowListPage) }
+
+// NewHubPaged is NewHub reading follow lists in pages of pageSize ids (at least 1).
+func NewHubPaged(pool *pgxpool.Pool, pageSize int) *Hub {
+	return &Hub{pool: pool, pageSize: max(1, pageSize)}
+}
+
+// FollowLists returns, for each of userIDs, every creator id the user follows, ascending; users who
+// follow nobody (or do not exist) are missing from the map. The first FollowListPage ids of every user
+// come from one query (one index probe per user and partition); longer lists are read on in pages.
+func (h *Hub) FollowLists(ctx context.Context, userIDs []int64) (map[int64][]int64, error) {
+	out := make(map[int64][]int64, len(userIDs))
+	if len(userIDs) == 0 {
+		return out, nil
+	}
+	rows, err := h.pool.Query(ctx, `
+SELECT u.id, f.creator_id
+FROM unnest($1::bigint[]) AS u(id)
+CROSS JOIN LATERAL (
+	SELECT creator_id FROM follows WHERE follower_id = u.id ORDER BY creator_id LIMIT $2
+) f`, userIDs, h.pageSize)
+	if err != nil {
+		return nil, fmt.Errorf("follow lists of %d users: %w", len(userIDs), err)
+	}
+	var user, creator int64
+	_, err = pgx.ForEachRow(rows, []any{&user, &creator}, func() error {
+		out[user] = append(out[user], creator)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("follow lists of %d users: %w", len(userIDs), err)
+	}
+	for user, list := range out {
+		for page := list; len(page) == h.pageSize; {
+			if page, err = h.FollowedCreators(ctx, user, page[len(page)-1], h.pageSize); err != nil {
+				return nil, err
+			}
+			list = append(list, page...)
+		}
+		out[user] = list
+	}
+	return out, nil
+}
 
 // FollowedCreators returns the ids of the creators userID follows that are greater than after, at most
 // limit of them, in ascending order: a keyset page. A user who follows nobody (or does not exist) gets

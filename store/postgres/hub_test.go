@@ -60,6 +60,37 @@ func TestHubFollowedCreatorsPages(t *testing.T) {
 	}
 }
 
+func TestHubFollowLists(t *testing.T) {
+	pool := migrated(t, storetest.NewMigratedDatabase(t))
+	// users 1..9; creators 2..9; user 1 follows 2..9 (more than a page of 3), user 3 follows 2, user 4
+	// follows exactly a page (5, 6, 7), user 5 follows nobody.
+	mustExec(t, pool, `INSERT INTO users (user_id, name, email) SELECT g, 'u'||g, 'u'||g||'@x.test' FROM generate_series(1, 9) g`)
+	mustExec(t, pool, `INSERT INTO creators (creator_id, profile_name) SELECT g, 'c'||g FROM generate_series(2, 9) g`)
+	mustExec(t, pool, `INSERT INTO follows (creator_id, follower_id) SELECT g, 1 FROM generate_series(2, 9) g`)
+	mustExec(t, pool, `INSERT INTO follows (creator_id, follower_id) VALUES (2, 3), (5, 4), (6, 4), (7, 4)`)
+	ctx := testContext(t)
+	for _, page := range []int{3, 1000} {
+		h := postgres.NewHubPaged(pool, page)
+		got, err := h.FollowLists(ctx, []int64{1, 3, 4, 5, 999})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[int64][]int64{1: {2, 3, 4, 5, 6, 7, 8, 9}, 3: {2}, 4: {5, 6, 7}}
+		if len(got) != len(want) {
+			t.Errorf("page %d: got %v, want %v", page, got, want)
+		}
+		for u, w := range want {
+			if !slices.Equal(got[u], w) {
+				t.Errorf("page %d: user %d follows %v, want %v", page, u, got[u], w)
+			}
+		}
+	}
+	got, err := postgres.NewHub(pool).FollowLists(ctx, nil)
+	if err != nil || len(got) != 0 {
+		t.Errorf("no users: got %v, %v, want an empty map", got, err)
+	}
+}
+
 func TestHubDropCreator(t *testing.T) {
 	h := seedHubGraph(t)
 	ctx := testContext(t)

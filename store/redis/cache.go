@@ -302,6 +302,11 @@ func (c *Cache) InvalidateDrop(ctx context.Context, dropID int64) error {
 	return c.del(ctx, cacheDrop, c.key("drop", id(dropID)))
 }
 
+// InvalidateFollowing gives the follow lists of userIDs (FollowLists) a new version.
+func (c *Cache) InvalidateFollowing(ctx context.Context, userIDs ...int64) error {
+	return invalidateFollowing(ctx, c.rdb, c.cfg.Prefix, c.failures, userIDs...)
+}
+
 // InvalidateCreator drops the cached profile of creator id and moves its follower pages on.
 func (c *Cache) InvalidateCreator(ctx context.Context, creatorID int64) error {
 	return errors.Join(

@@ -61,8 +61,9 @@ func (s *CachedCreators) Creator(ctx context.Context, creatorID int64) (store.Cr
 }
 
 // Follows wraps next: follower pages are cached per creator version; a follow or unfollow that changed
-// something bumps the creator's version and drops its cached profile (the follower count), after the
-// commit. Following lists are not cached.
+// something bumps the creator's version, drops its cached profile (the follower count) and gives the
+// user's follow list (FollowLists, the hub's cache) a new version, after the commit. Following pages
+// are not cached.
 func (c *Cache) Follows(next FollowStore) *CachedFollows { return &CachedFollows{c: c, next: next} }
 
 // CachedFollows is a FollowStore with a cache in front.
@@ -76,6 +77,7 @@ func (s *CachedFollows) Follow(ctx context.Context, userID, creatorID int64) (bo
 	changed, err := s.next.Follow(ctx, userID, creatorID)
 	if err == nil && changed {
 		_ = s.c.InvalidateCreator(ctx, creatorID)
+		_ = s.c.InvalidateFollowing(ctx, userID)
 	}
 	return changed, err
 }
@@ -85,6 +87,7 @@ func (s *CachedFollows) Unfollow(ctx context.Context, userID, creatorID int64) (
 	changed, err := s.next.Unfollow(ctx, userID, creatorID)
 	if err == nil && changed {
 		_ = s.c.InvalidateCreator(ctx, creatorID)
+		_ = s.c.InvalidateFollowing(ctx, userID)
 	}
 	return changed, err
 }
