@@ -106,6 +106,7 @@ type conn struct {
 	userID int64
 	u      *user
 	sse    bool
+	worker int32           // the fan-out worker that writes its events (dispatch.go)
 	ws     *websocket.Conn // nil for SSE
 	tr     *hijacked       // nil until the transport exists
 	stamp  atomic.Uint64   // last event collected for this socket (fan-out dedupe)
@@ -129,7 +130,8 @@ type conn struct {
 // newConn returns a socket in setup: it holds the writer role, so events queue until serve releases it.
 func (h *Hub) newConn(userID int64, sse bool) *conn {
 	seq := h.connSeq.Add(1)
-	return &conn{h: h, id: newConnID(seq), seq: seq, userID: userID, sse: sse, writing: true}
+	return &conn{h: h, id: newConnID(seq), seq: seq, userID: userID, sse: sse, writing: true,
+		worker: int32(seq % uint64(len(h.queues)))}
 }
 
 // attach gives c its transport once the connection is taken over. A socket closed meanwhile (a drain)

@@ -18,7 +18,8 @@
 //
 // Fan-out: an event is decoded once, its bytes are shared by every recipient (the WebSocket frame and the
 // SSE record, each built once on first use), and the recipients are split into chunks that a few worker
-// goroutines write in place, one write system call per socket. Each socket has a bounded queue used only
+// goroutines write in place, one write system call per socket; each socket belongs to one worker, so it
+// gets its events in the stream's order (dispatch.go). Each socket has a bounded queue used only
 // while it is busy; the hijacked connection never blocks a worker (transport.go): a socket whose kernel
 // buffer is full gets a goroutine of its own until it catches up or stalls past Config.WriteTimeout.
 // stock.changed is coalesced to the newest value per drop for a busy socket; any other event that does
@@ -122,7 +123,8 @@ type Config struct {
 	// PongTimeout is how long a WebSocket ping may wait for its pong before the peer counts as dead.
 	// Default 15s.
 	PongTimeout time.Duration
-	// Workers is the number of fan-out writers. Default GOMAXPROCS.
+	// Workers is the number of fan-out writers; each socket belongs to one of them (its events are
+	// written in order). Default GOMAXPROCS, at most 256.
 	Workers int
 	// ChunkSize is how many recipients one worker writes as one batch. Default 128.
 	ChunkSize int
@@ -214,6 +216,7 @@ func (c Config) withDefaults() Config {
 	defDur(&c.KeepAlive, 25*time.Second)
 	defDur(&c.PongTimeout, 15*time.Second)
 	def(&c.Workers, runtime.GOMAXPROCS(0))
+	c.Workers = min(c.Workers, maxWorkers)
 	def(&c.ChunkSize, 128)
 	def(&c.Shards, 64)
 	defDur(&c.ReplayWindow, 10*time.Minute)
@@ -278,7 +281,7 @@ type Hub struct {
 
 	reg        *registry
 	interest   *interest
-	jobs       chan job
+	queues     []workerQueue // one per fan-out worker
 	evSeq      atomic.Uint64
 	connSeq    atomic.Uint64
 	replays    chan *replayReq // resumes waiting for a replay read
@@ -336,7 +339,7 @@ func New(cfg Config, deps Deps) (*Hub, error) {
 		log:      deps.Logger,
 		m:        m,
 		reg:      newRegistry(cfg.Shards),
-		jobs:     make(chan job, 4096),
+		queues:   make([]workerQueue, cfg.Workers),
 		replays:  make(chan *replayReq, cfg.MaxSetups),
 		setups:   make(chan struct{}, cfg.MaxSetups),
 		loads:    make(chan *user, cfg.MaxSetups),
@@ -348,9 +351,10 @@ func New(cfg Config, deps Deps) (*Hub, error) {
 	h.interest = newInterest(cfg.Shards, deps.Bus, h.deliver, m)
 	h.flushes.gen = &h.interest.gen
 	h.presence = newPresenceTracker(h)
-	for range cfg.Workers {
+	for i := range h.queues {
+		h.queues[i].jobs = make(chan job, 4096)
 		h.bg.Add(1)
-		go h.worker()
+		go h.worker(&h.queues[i])
 	}
 	for range cfg.SetupLoaders {
 		h.bg.Add(1)
