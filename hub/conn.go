@@ -19,7 +19,8 @@ type frame struct {
 	id     string // event id; "" for control frames
 	ts     time.Time
 	dropID int64
-	replay bool // written by a resume (never taken for a duplicate)
+	replay bool   // written by a resume (never taken for a duplicate)
+	seq    uint64 // stream sequence, when read from the stream (a resume, a refill); 0 when live
 
 	ws      []byte                 // the WebSocket text message; nil: nothing to write on a WebSocket
 	raw     []byte                 // a whole WebSocket control frame (ping, pong), written as it is
@@ -110,6 +111,7 @@ type conn struct {
 	ws     *websocket.Conn // nil for SSE
 	tr     *hijacked       // nil until the transport exists
 	stamp  atomic.Uint64   // last event collected for this socket (fan-out dedupe)
+	floor  atomic.Uint64   // stream sequence up to which its resume replayed its subjects (gap.go)
 
 	mu      sync.Mutex
 	closed  bool
@@ -160,7 +162,9 @@ func (c *conn) transport() string {
 // workers and by c's own reader; it never waits for the peer.
 func (c *conn) offer(f *frame) {
 	c.mu.Lock()
-	if c.closed {
+	if c.closed || f.seq > 0 && !f.replay && c.floor.Load() >= f.seq {
+		// Closed, or a refilled event that the socket's own resume covered (start sets the floor,
+		// then drops such events from the queue, both before it takes c.mu).
 		c.mu.Unlock()
 		return
 	}

@@ -53,37 +53,42 @@ func parseSubject(s string) (kind int, id int64, ok bool) {
 	return kind, id, err == nil && id > 0
 }
 
-// deliver is the Bus callback: one event, decoded once, to every local recipient.
-func (h *Hub) deliver(subject string, data []byte) {
+// deliverNow delivers one event, decoded once, to every local recipient, and reports whether it was
+// new (not malformed, not one the hub delivered already). seq is the event's stream sequence when a
+// refill read it from the stream (gap.go), 0 for the live stream: a refilled event does not go to a
+// socket whose own resume covered it (conn.offer).
+func (h *Hub) deliverNow(subject string, data []byte, seq uint64) bool {
 	kind, id, ok := parseSubject(subject)
 	if ok && kind == subjCreator && !h.interest.wanted(subject) {
 		// The creator wildcard brings every creator's events; nobody here follows this one.
 		h.m.ignored.Inc()
-		return
+		return false
 	}
 	f, ev, err := parseFrame(data)
 	if err != nil || !ok {
 		h.m.dropped.WithLabelValues(dropMalformed).Inc()
 		h.log.Warn("hub: not an event", "subject", subject, "err", err)
-		return
+		return false
 	}
 	if h.recent.seen(ev.ID) {
 		// The relay published it again (after a failure): JetStream kept it once, but live subscribers
-		// hear every publication.
+		// hear every publication. Or a refill read what the hub had received.
 		h.m.dropped.WithLabelValues(dropDuplicate).Inc()
-		return
+		return false
 	}
+	h.gap.last.Store(&ev.ID)
+	f.seq = seq
 	h.m.received.WithLabelValues(string(ev.Type)).Inc()
-	seq := h.evSeq.Add(1)
+	n := h.evSeq.Add(1)
 	var rcpt []*conn
 	switch kind {
 	case subjCreator:
-		rcpt = h.reg.followerConns(id, seq, nil)
+		rcpt = h.reg.followerConns(id, n, nil)
 		if f.dropID > 0 {
-			rcpt = h.reg.watcherConns(f.dropID, seq, rcpt)
+			rcpt = h.reg.watcherConns(f.dropID, n, rcpt)
 		}
 	case subjDrop:
-		rcpt = h.reg.watcherConns(id, seq, nil)
+		rcpt = h.reg.watcherConns(id, n, nil)
 	case subjUser:
 		if ev.Type == fanout.FollowChanged {
 			var d struct {
@@ -105,9 +110,10 @@ func (h *Hub) deliver(subject string, data []byte) {
 				}
 			}
 		}
-		rcpt = h.reg.userConns(id, seq, nil)
+		rcpt = h.reg.userConns(id, n, nil)
 	}
 	h.fanOut(f, rcpt)
+	return true
 }
 
 // The order of events on a socket. The bus calls deliver one message at a time, in the order the

@@ -26,6 +26,11 @@
 // not fit closes the socket with CloseSlowReader, so its client resumes. Every drop and disconnect is
 // counted. Keep-alive pings are frames like any other (keepalive.go).
 //
+// Gaps (gap.go): what is published while the hub's NATS connection is down or moving to another node
+// never reaches its core subscriptions. After a reconnection the hub holds the live stream back, reads
+// the gap from JetStream for every subject it holds and delivers it in order, each event once, then
+// goes on live; if it cannot, it closes every socket with a reconnect code so that clients resume.
+//
 // Resume (resume.go): a socket that connects with ?since=<event id> (or Last-Event-ID) buffers its live
 // events, replays from JetStream what it missed on its subjects (resumes arriving together share the
 // reads), and then releases the buffer without the events the replay already sent: no gap and no
@@ -70,9 +75,12 @@ type Sequences interface {
 	StreamSeq(ctx context.Context, eventID string) (uint64, error)
 }
 
-// Bus delivers live messages: deliver is called with each message published on subject, one call at a
-// time, in order, until unsubscribe is called. Flush returns once every earlier Subscribe is in force
-// at the server. (fanout/jetstream.Subscriber implements it over core NATS.)
+// Bus delivers live messages: deliver is called with each message published on subject until
+// unsubscribe is called, one call at a time across every subscription, in the order the messages
+// arrived (the order each socket gets its events in). Flush returns once every earlier Subscribe is in
+// force at the server. A Bus may also count its reconnections (Reconnects() uint64) and tell whether it
+// is connected (Connected() bool): the hub then refills from the stream what a reconnection lost
+// (gap.go). (fanout/jetstream.Subscriber implements all of it over core NATS.)
 type Bus interface {
 	Subscribe(subject string, deliver func(subject string, data []byte)) (unsubscribe func() error, err error)
 	Flush(ctx context.Context) error
@@ -179,6 +187,10 @@ type Config struct {
 	// event (the relay publishes again after a failure; JetStream keeps one copy, live subscribers hear
 	// both). Default 16384.
 	RecentIDs int
+	// RefillLimit is the most events a refill of a gap in the live stream reads (gap.go), and the most
+	// live messages that may wait for it; past it every socket is closed so that its client resumes.
+	// Default 20000.
+	RefillLimit int
 	// InterestCheck is how often the hub measures which share of the creators that published lately
 	// has a local follower (Deps.Activity), to choose how it subscribes to creators. Default 30s.
 	InterestCheck time.Duration
@@ -241,6 +253,7 @@ func (c Config) withDefaults() Config {
 	defDur(&c.PresenceHeartbeat, 10*time.Second)
 	defDur(&c.PresenceRefresh, 20*time.Minute)
 	def(&c.RecentIDs, 16384)
+	def(&c.RefillLimit, 20000)
 	defDur(&c.InterestCheck, 30*time.Second)
 	if c.WildcardAbove <= 0 || c.WildcardAbove > 1 {
 		c.WildcardAbove = 0.5
@@ -299,6 +312,7 @@ type Hub struct {
 	seqCache     *seqCache
 
 	presence *presenceTracker
+	gap      gapState
 
 	draining atomic.Bool
 	stop     chan struct{}
@@ -350,6 +364,7 @@ func New(cfg Config, deps Deps) (*Hub, error) {
 	}
 	h.interest = newInterest(cfg.Shards, deps.Bus, h.deliver, m)
 	h.flushes.gen = &h.interest.gen
+	h.gap.epoch.Store(h.flushes.busReconnects())
 	h.presence = newPresenceTracker(h)
 	for i := range h.queues {
 		h.queues[i].jobs = make(chan job, 4096)

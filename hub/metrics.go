@@ -18,6 +18,7 @@ const (
 	reasonBadFrame   = "bad_frame"
 	reasonDrain      = "drain"
 	reasonSetup      = "setup_error" // follows could not be loaded
+	reasonGap        = "stream_gap"  // events were missed and could not be refilled (gap.go)
 )
 
 // Reasons an event does not reach a socket, the label of livedrops_hub_events_dropped_total.
@@ -93,6 +94,9 @@ type metrics struct {
 	interestSwitches *prometheus.CounterVec
 	collections      *prometheus.CounterVec
 	bursts           prometheus.Counter
+	gaps             *prometheus.CounterVec
+	refilled         prometheus.Counter
+	refillSeconds    prometheus.Histogram
 }
 
 // Stages of a socket's setup, the label of livedrops_hub_setup_seconds.
@@ -163,6 +167,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			"the OS), quiet (the heap grew and no fan-out ran)."}, []string{"why"})
 	m.bursts = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "connect_bursts_total",
 		Help: "Connect bursts that filled the setup stage, during which GOGC was raised."})
+	m.gaps = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "stream_gaps_total",
+		Help: "Gaps in the live stream (the NATS connection was re-established), by outcome: refilled from the " +
+			"stream, or closed (every socket closed so that its client resumes)."}, []string{"outcome"})
+	m.refilled = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "refilled_events_total",
+		Help: "Events a gap refill delivered from the stream (a live copy that came meanwhile is then dropped as a duplicate)."})
+	m.refillSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "refill_seconds",
+		Help:    "Time from a gap's discovery to live delivery again.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}})
+	m.gaps.WithLabelValues(gapRefilled)
+	m.gaps.WithLabelValues(gapClosed)
 	m.collections.WithLabelValues("burst")
 	m.collections.WithLabelValues("quiet")
 	m.interestSwitches.WithLabelValues("wildcard")
@@ -180,7 +194,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.latency[i] = latency.WithLabelValues(string(t))
 		m.received.WithLabelValues(string(t))
 	}
-	for _, r := range []string{reasonClient, reasonSlowReader, reasonWriteError, reasonKeepAlive, reasonBadFrame, reasonDrain, reasonSetup} {
+	for _, r := range []string{reasonClient, reasonSlowReader, reasonWriteError, reasonKeepAlive, reasonBadFrame, reasonDrain, reasonSetup, reasonGap} {
 		m.disconnects.WithLabelValues(r)
 	}
 	for _, r := range []string{dropCoalesced, dropSlowReader, dropClosed, dropMalformed, dropDuplicate} {
@@ -198,7 +212,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range []prometheus.Collector{m.sockets, m.subscriptions, m.queued, m.slowSockets, m.received, written,
 		latency, m.dropped, m.disconnects, m.refused, m.resumes, m.replayed, m.resumeSeconds, setup,
 		m.settingUp, m.flushes, m.flushWaiters, m.loadBatch, m.loadsWaiting, m.replayBatch, m.confirmSkipped, m.ignored, m.interestMode,
-		m.interestShare, m.interestSwitches, m.collections, m.bursts} {
+		m.interestShare, m.interestSwitches, m.collections, m.bursts, m.gaps, m.refilled, m.refillSeconds} {
 		errs = append(errs, reg.Register(c))
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -206,7 +206,14 @@ func (h *Hub) start(ctx context.Context, c *conn, req connRequest, t0 time.Time)
 	q = append(q, hello)
 	q = append(q, early...)
 	q = append(q, replay...)
-	q = append(q, c.queue...)
+	floor := c.floor.Load()
+	for _, f := range c.queue {
+		if f.seq > 0 && f.seq <= floor {
+			h.m.queued.Dec() // a refilled event the replay covered (gap.go)
+			continue
+		}
+		q = append(q, f)
+	}
 	c.extra = len(replay)
 	if len(replay) > 0 {
 		c.skip = make(map[string]struct{}, len(replay))
