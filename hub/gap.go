@@ -40,9 +40,9 @@ type busMsg struct {
 type gapState struct {
 	mu      sync.Mutex    // held by deliver while it delivers: the refill starts after that delivery
 	epoch   atomic.Uint64 // the bus's reconnections the live stream is known to follow; set under mu
-	filling bool       // a refill runs: the bus's messages wait in buf
-	again   bool       // the bus reconnected again while filling
-	over    bool       // buf overflowed: the refill must close every socket
+	filling bool          // a refill runs: the bus's messages wait in buf
+	again   bool          // the bus reconnected again while filling
+	over    bool          // buf overflowed: the refill must close every socket
 	buf     []busMsg
 
 	last atomic.Pointer[string] // id of the last event delivered
