@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/livedrops/livedrops/fanout"
 )
@@ -127,6 +128,28 @@ type conn struct {
 
 	pingAt atomic.Int64 // unix ns of the last keep-alive ping, 0 before the first
 	pongAt atomic.Int64 // unix ns of the last pong
+
+	frames *rate.Limiter // the client's frames (Config.FrameRate); made at its first frame
+}
+
+// allowFrame takes a token of the socket's frame bucket; false means the client is over its rate. Called
+// by the socket's reader only (its messages, and its pings from within the read).
+func (c *conn) allowFrame(kind int) bool {
+	c.h.m.frames[kind].Inc()
+	if c.h.cfg.FrameRate < 0 {
+		return true
+	}
+	if c.frames == nil {
+		c.frames = rate.NewLimiter(rate.Limit(c.h.cfg.FrameRate), c.h.cfg.FrameBurst)
+	}
+	return c.frames.Allow()
+}
+
+// isClosed reports whether c is closed (or closing).
+func (c *conn) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
 }
 
 // newConn returns a socket in setup: it holds the writer role, so events queue until serve releases it.

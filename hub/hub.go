@@ -50,6 +50,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
 )
 
 // Verifier checks a bearer token and returns its user id (*auth.Tokens satisfies it).
@@ -119,6 +120,14 @@ type Config struct {
 	MaxWatches int
 	// ReadLimit is the largest client frame in bytes. Default 1024.
 	ReadLimit int64
+	// FrameRate is how many frames a second a client may send on one WebSocket (its messages and
+	// pings, a token bucket per socket), with bursts of FrameBurst; a socket over it is closed with
+	// CloseTooManyFrames. Defaults 20 and 40; a negative FrameRate: no limit.
+	FrameRate  float64
+	FrameBurst int
+	// NotFoundTTL is how long the hub remembers that a drop does not exist, so that watches of unknown
+	// drops do not each cost a lookup. Default 2s.
+	NotFoundTTL time.Duration
 	// QueueLen is how many frames may wait for a busy socket before it is a slow reader. Default 256.
 	QueueLen int
 	// WriteTimeout is how long a socket whose kernel buffer is full may take nothing before it is closed
@@ -222,6 +231,11 @@ func (c Config) withDefaults() Config {
 	if c.ReadLimit <= 0 {
 		c.ReadLimit = 1024
 	}
+	if c.FrameRate == 0 {
+		c.FrameRate = 20
+	}
+	def(&c.FrameBurst, 40)
+	defDur(&c.NotFoundTTL, 2*time.Second)
 	def(&c.QueueLen, 256)
 	defDur(&c.WriteTimeout, 5*time.Second)
 	def(&c.BacklogBytes, 64<<10)
@@ -309,6 +323,9 @@ type Hub struct {
 	recent       *recentIDs // the last event ids delivered, to drop re-publications
 	dropCreators sync.Map   // drop id -> creator id (a drop never changes creator)
 	dropCacheN   counter
+	dropMisses   sync.Map // drop id -> unix ns until which it is known not to exist
+	dropMissN    counter
+	dropLookups  singleflight.Group
 	seqCache     *seqCache
 
 	presence *presenceTracker

@@ -19,6 +19,7 @@ const (
 	reasonDrain      = "drain"
 	reasonSetup      = "setup_error" // follows could not be loaded
 	reasonGap        = "stream_gap"  // events were missed and could not be refilled (gap.go)
+	reasonFrameRate  = "frame_rate"  // the client sent frames faster than Config.FrameRate
 )
 
 // Reasons an event does not reach a socket, the label of livedrops_hub_events_dropped_total.
@@ -50,6 +51,28 @@ const (
 	resumeError     = "error"
 	resumeNoReplay  = "unavailable" // the hub has no replayer
 )
+
+// Results of a drop lookup (a watch), the label of livedrops_hub_drop_lookups_total.
+const (
+	lookupHit        = iota // the creator was cached
+	lookupMissCached        // the drop is known not to exist (Config.NotFoundTTL)
+	lookupFound             // the store found it
+	lookupNotFound          // the store did not
+	lookupError             // the store failed
+)
+
+var lookupResults = [...]string{"hit", "miss_cached", "found", "not_found", "error"}
+
+// Client frames, the label of livedrops_hub_client_frames_total.
+const (
+	frameWatch   = iota // {"op":"watch"}
+	frameUnwatch        // {"op":"unwatch"}
+	framePing           // {"op":"ping"}
+	frameWSPing         // a WebSocket ping frame
+	frameBad            // anything the protocol does not allow
+)
+
+var frameKinds = [...]string{"watch", "unwatch", "ping", "ws_ping", "bad"}
 
 // eventTypes are the label values of the per-type series, indexed by typeIndex.
 var eventTypes = [...]fanout.Type{
@@ -95,6 +118,8 @@ type metrics struct {
 	collections      *prometheus.CounterVec
 	bursts           prometheus.Counter
 	gaps             *prometheus.CounterVec
+	dropLookups      [len(lookupResults)]prometheus.Counter
+	frames           [len(frameKinds)]prometheus.Counter
 	refilled         prometheus.Counter
 	refillSeconds    prometheus.Histogram
 }
@@ -175,6 +200,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.refillSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "refill_seconds",
 		Help:    "Time from a gap's discovery to live delivery again.",
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}})
+	lookups := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "drop_lookups_total",
+		Help: "Lookups of a watched drop's creator, by result: hit (cached), miss_cached (known not to exist), " +
+			"found, not_found (asked the store), error."}, []string{"result"})
+	for i, r := range lookupResults {
+		m.dropLookups[i] = lookups.WithLabelValues(r)
+	}
+	frames := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "client_frames_total",
+		Help: "Frames clients sent on WebSockets, by kind (watch, unwatch, ping, ws_ping, bad)."}, []string{"kind"})
+	for i, k := range frameKinds {
+		m.frames[i] = frames.WithLabelValues(k)
+	}
 	m.gaps.WithLabelValues(gapRefilled)
 	m.gaps.WithLabelValues(gapClosed)
 	m.collections.WithLabelValues("burst")
@@ -194,7 +230,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.latency[i] = latency.WithLabelValues(string(t))
 		m.received.WithLabelValues(string(t))
 	}
-	for _, r := range []string{reasonClient, reasonSlowReader, reasonWriteError, reasonKeepAlive, reasonBadFrame, reasonDrain, reasonSetup, reasonGap} {
+	for _, r := range []string{reasonClient, reasonSlowReader, reasonWriteError, reasonKeepAlive, reasonBadFrame, reasonDrain, reasonSetup, reasonGap, reasonFrameRate} {
 		m.disconnects.WithLabelValues(r)
 	}
 	for _, r := range []string{dropCoalesced, dropSlowReader, dropClosed, dropMalformed, dropDuplicate} {
@@ -212,7 +248,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range []prometheus.Collector{m.sockets, m.subscriptions, m.queued, m.slowSockets, m.received, written,
 		latency, m.dropped, m.disconnects, m.refused, m.resumes, m.replayed, m.resumeSeconds, setup,
 		m.settingUp, m.flushes, m.flushWaiters, m.loadBatch, m.loadsWaiting, m.replayBatch, m.confirmSkipped, m.ignored, m.interestMode,
-		m.interestShare, m.interestSwitches, m.collections, m.bursts, m.gaps, m.refilled, m.refillSeconds} {
+		m.interestShare, m.interestSwitches, m.collections, m.bursts, m.gaps, m.refilled, m.refillSeconds, lookups, frames} {
 		errs = append(errs, reg.Register(c))
 	}
 	if err := errors.Join(errs...); err != nil {

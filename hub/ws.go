@@ -55,6 +55,10 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 			if c == nil {
 				return true // nothing else writes yet: coder/websocket answers
 			}
+			if !c.allowFrame(frameWSPing) {
+				c.closeWith(CloseTooManyFrames, "too many frames", reasonFrameRate, nil)
+				return false
+			}
 			c.offer(wsPong(payload))
 			return false
 		},
@@ -132,13 +136,29 @@ func (h *Hub) readWS(c *conn) {
 			}
 			break
 		}
+		if c.isClosed() {
+			continue // closing: what the client still sends is read (to end the handshake) and ignored
+		}
 		if typ != websocket.MessageText {
+			c.h.m.frames[frameBad].Inc()
 			c.closeWith(CloseBadFrame, "binary frames are not part of the protocol", reasonBadFrame, nil)
 			continue
 		}
 		f, err := ParseClientFrame(data)
 		if err != nil {
+			c.h.m.frames[frameBad].Inc()
 			c.closeWith(CloseBadFrame, "bad frame", reasonBadFrame, nil)
+			continue
+		}
+		kind := frameWatch
+		switch f.Op {
+		case OpUnwatch:
+			kind = frameUnwatch
+		case OpPing:
+			kind = framePing
+		}
+		if !c.allowFrame(kind) {
+			c.closeWith(CloseTooManyFrames, "too many frames", reasonFrameRate, nil)
 			continue
 		}
 		h.handleFrame(c, f)
