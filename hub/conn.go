@@ -130,6 +130,9 @@ type conn struct {
 	pongAt atomic.Int64 // unix ns of the last pong
 
 	frames *rate.Limiter // the client's frames (Config.FrameRate); made at its first frame
+
+	expires int64 // unix ns at which its token stops verifying; 0: not known (expiry.go)
+	expIdx  int32 // its index in the hub's expiry heap, -1 when not in it
 }
 
 // allowFrame takes a token of the socket's frame bucket; false means the client is over its rate. Called
@@ -156,7 +159,7 @@ func (c *conn) isClosed() bool {
 func (h *Hub) newConn(userID int64, sse bool) *conn {
 	seq := h.connSeq.Add(1)
 	return &conn{h: h, id: newConnID(seq), seq: seq, userID: userID, sse: sse, writing: true,
-		worker: int32(seq % uint64(len(h.queues)))}
+		worker: int32(seq % uint64(len(h.queues))), expIdx: -1}
 }
 
 // attach gives c its transport once the connection is taken over. A socket closed meanwhile (a drain)
@@ -420,6 +423,9 @@ func (c *conn) cut() {
 
 // unregister takes c out of every index and drops its interest. Safe to call twice.
 func (h *Hub) unregister(c *conn) {
+	if c.expires != 0 {
+		h.expiries.untrack(c)
+	}
 	c.imu.Lock()
 	if c.gone {
 		c.imu.Unlock()

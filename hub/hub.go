@@ -53,7 +53,8 @@ import (
 	"golang.org/x/sync/singleflight"
 )
 
-// Verifier checks a bearer token and returns its user id (*auth.Tokens satisfies it).
+// Verifier checks a bearer token and returns its user id (*auth.Tokens satisfies it). A Verifier that is
+// also an ExpiringVerifier has its sockets closed when their token expires (expiry.go).
 type Verifier interface {
 	Verify(token string) (userID int64, err error)
 }
@@ -330,6 +331,7 @@ type Hub struct {
 
 	presence *presenceTracker
 	gap      gapState
+	expiries expiries
 
 	draining atomic.Bool
 	stop     chan struct{}
@@ -404,7 +406,8 @@ func New(cfg Config, deps Deps) (*Hub, error) {
 		h.bg.Add(1)
 		go h.releaseLoop()
 	}
-	h.bg.Add(2)
+	h.bg.Add(3)
+	go h.expiryLoop()
 	go h.keepAliveLoop()
 	go h.presence.loop()
 	return h, nil

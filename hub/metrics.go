@@ -20,6 +20,7 @@ const (
 	reasonSetup      = "setup_error" // follows could not be loaded
 	reasonGap        = "stream_gap"  // events were missed and could not be refilled (gap.go)
 	reasonFrameRate  = "frame_rate"  // the client sent frames faster than Config.FrameRate
+	reasonExpired    = "token_expired"
 )
 
 // Reasons an event does not reach a socket, the label of livedrops_hub_events_dropped_total.
@@ -230,7 +231,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.latency[i] = latency.WithLabelValues(string(t))
 		m.received.WithLabelValues(string(t))
 	}
-	for _, r := range []string{reasonClient, reasonSlowReader, reasonWriteError, reasonKeepAlive, reasonBadFrame, reasonDrain, reasonSetup, reasonGap, reasonFrameRate} {
+	for _, r := range []string{reasonClient, reasonSlowReader, reasonWriteError, reasonKeepAlive, reasonBadFrame, reasonDrain, reasonSetup, reasonGap, reasonFrameRate, reasonExpired} {
 		m.disconnects.WithLabelValues(r)
 	}
 	for _, r := range []string{dropCoalesced, dropSlowReader, dropClosed, dropMalformed, dropDuplicate} {

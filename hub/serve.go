@@ -248,6 +248,9 @@ func (h *Hub) start(ctx context.Context, c *conn, req connRequest, t0 time.Time)
 		}
 	}
 	c.queue = q
+	if c.expires != 0 && !c.closed {
+		h.expiries.track(c) // closeWith marks c closed under c.mu before it untracks it
+	}
 	c.mu.Unlock()
 	h.m.queued.Add(float64(1 + len(early) + len(replay)))
 	h.m.setup[stageTotal].Observe(h.cfg.Now().Sub(t0).Seconds())

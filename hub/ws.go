@@ -33,10 +33,10 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 		defer release()
 	}
 	originOK, _ := matchOrigin(r.Header.Get("Origin"), r.Host, h.cfg.AllowedOrigins)
-	var userID int64
+	var userID, until int64
 	var authErr error
 	if token != "" {
-		userID, authErr = h.d.Verifier.Verify(token)
+		userID, until, authErr = h.verify(token)
 	}
 	req, reqErr := h.parseRequest(r, "")
 
@@ -94,6 +94,7 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 
 	h.conns.Add(1) // for the setup here, then for the reader goroutine
 	c := h.newConn(userID, false)
+	c.expires = until
 	self.Store(c)
 	err = h.join(ctx, c)
 	if errors.Is(err, errOverCap) {

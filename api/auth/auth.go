@@ -102,16 +102,23 @@ func (t *Tokens) Mint(userID int64, ttl time.Duration) (string, error) {
 
 // Verify checks a token and returns its user id. Every failure wraps ErrInvalidToken.
 func (t *Tokens) Verify(token string) (int64, error) {
+	id, _, err := t.VerifyExpiry(token)
+	return id, err
+}
+
+// VerifyExpiry is Verify that also returns until when the token verifies: its expiry plus the leeway,
+// the moment Verify starts refusing it (a hub closes an open socket then).
+func (t *Tokens) VerifyExpiry(token string) (userID int64, validUntil time.Time, err error) {
 	var claims jwt.RegisteredClaims
-	_, err := t.parser.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return t.cfg.Secret, nil })
+	_, err = t.parser.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return t.cfg.Secret, nil })
 	if err != nil {
-		return 0, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+		return 0, time.Time{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
 	id, err := strconv.ParseInt(claims.Subject, 10, 64)
 	if err != nil || id <= 0 {
-		return 0, fmt.Errorf("%w: subject %q is not a user id", ErrInvalidToken, claims.Subject)
+		return 0, time.Time{}, fmt.Errorf("%w: subject %q is not a user id", ErrInvalidToken, claims.Subject)
 	}
-	return id, nil
+	return id, claims.ExpiresAt.Add(t.cfg.Leeway), nil
 }
 
 // BearerToken extracts the token of an `Authorization: Bearer <token>` header value; ok is false when the
