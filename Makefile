@@ -119,13 +119,15 @@ bench-reads:
 
 ## bench-orders: a flash sale on one hot drop (10,000 units, 5 per buyer) through the REST API, 2,000
 # then 500 closed-loop buyers, 50,000 attempts a run, the baseline (one transaction per order, pools 4,
-# 8 and 16, the fastest kept) against the batched mode, alternating, 3 runs each; checks the books
-# after every run (BENCHMARKS.md). Runs `livedrops all` when it has LIVEDROPS_ORDER_MODE, else a
-# server built into the generator.
+# 8 and 16, the fastest kept) against the batched mode and the floor (loadtest/orderfloor, the least
+# grouped order service, a yardstick), alternating, 3 runs each, the per-user limit on; checks the
+# books after every run and reports the product's figures as ratios to the floor (BENCHMARKS.md).
+# A quick look: ORDERS_ARGS="-runs 1 -baseline=false -buyers 2000".
 bench-orders:
 	@.ci/deps.sh redis-server postgresql
 	$(GO) build -o $(BIN) ./cmd/livedrops
-	$(GO) run ./loadtest/orders -bin $(BIN) $(ORDERS_ARGS)
+	$(GO) build -o bin/orderfloor ./loadtest/orderfloor
+	$(GO) run ./loadtest/orders -bin $(BIN) -floor-bin bin/orderfloor $(ORDERS_ARGS)
 
 ## bench-events: the outbox relay's commit-to-stream latency under 2,000 writes a second through the
 # REST API (orders and follows, one outbox row each) and how late drop.started is after start_time

@@ -21,7 +21,7 @@ import (
 // readBody reads r's body for decodeJSON. It refuses a Content-Type other than JSON (415) and a body
 // over the limit (413).
 func readBody(r *http.Request) ([]byte, error) {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
+	if ct := r.Header.Get("Content-Type"); ct != "" && ct != "application/json" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
 			return nil, &requestError{code: "unsupported_media_type", detail: "send the body as application/json"}
@@ -165,11 +165,19 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
+// appender is a value that encodes itself, as json.Marshal would, without reflection (store.Order).
+type appender interface{ AppendJSON(b []byte) []byte }
+
 // writeJSON answers v as application/json with status.
 func writeJSON(w http.ResponseWriter, status int, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("encode answer: %w", err)
+	var b []byte
+	if a, ok := v.(appender); ok {
+		b = a.AppendJSON(make([]byte, 0, 192))
+	} else {
+		var err error
+		if b, err = json.Marshal(v); err != nil {
+			return fmt.Errorf("encode answer: %w", err)
+		}
 	}
 	b = append(b, '\n')
 	h := w.Header()

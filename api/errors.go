@@ -61,6 +61,7 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	p := httpkit.Problem{}
 	var re *requestError
 	var fe *store.FieldError
+	code := store.Code(err)
 	switch {
 	case errors.As(err, &re):
 		p.Code, p.Detail = re.code, re.detail
@@ -72,8 +73,8 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 	case errors.As(err, &fe):
 		p.Code, p.Detail = "invalid_argument", fe.Field+": "+fe.Detail
-	case store.Code(err) != "":
-		p.Code, p.Detail = store.Code(err), err.Error()
+	case code != "":
+		p.Code, p.Detail = code, err.Error()
 	case errors.Is(err, context.DeadlineExceeded):
 		p.Code, p.Detail = "timeout", "the request took too long; try again later"
 	case dependencyDown(err):

@@ -60,6 +60,8 @@ type env struct {
 	tokens *auth.Tokens
 	now    func() time.Time
 	logs   *bytes.Buffer
+	// handler is the router srv serves, for benchmarks that skip the network.
+	handler http.Handler
 }
 
 type envOption func(*api.Config)
@@ -97,8 +99,9 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	router := httpkit.NewRouter(httpkit.Options{Logger: logger, BodyLimit: 64 << 10})
+	router := httpkit.NewRouter(httpkit.Options{Logger: cfg.Logger, BodyLimit: 64 << 10})
 	a.Routes(router)
+	e.handler = router
 	e.srv = httptest.NewServer(router)
 	t.Cleanup(e.srv.Close)
 	return e

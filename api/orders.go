@@ -43,9 +43,12 @@ type placeOrderRequest struct {
 // header. The key comes from the body or the header; both is fine when they agree. The result has
 // no UserID yet: that is the caller's.
 func parsePlaceOrder(body []byte, keyHeader []string) (store.PlaceOrder, error) {
-	var req placeOrderRequest
-	if err := decodeJSON(body, &req); err != nil {
-		return store.PlaceOrder{}, err
+	req, ok := parseOrderBodyFast(body)
+	if !ok {
+		req = placeOrderRequest{}
+		if err := decodeJSON(body, &req); err != nil {
+			return store.PlaceOrder{}, err
+		}
 	}
 	var p store.PlaceOrder
 	var err error

@@ -410,3 +410,29 @@ func TestOrderWireFormats(t *testing.T) {
 		})
 	}
 }
+
+// FuzzOrderBodyFastPath: whenever the fast reader of the order body accepts a body, the full decoder
+// accepts it too and reads the same three fields.
+func FuzzOrderBodyFastPath(f *testing.F) {
+	seedBodies(f, `{"drop_id":42,"quantity":1,"idempotency_key":"k"}`, ` { "quantity" : -0 , "drop_id":7 } `,
+		`{"drop_id":null,"idempotency_key":null}`, `{"drop_id":1,"drop_id":2}`, `{}`, `{"Drop_ID":1}`,
+		`{"drop_id":123456789012345678}`, `{"drop_id":01}`, `{"drop_id":1e3}`, `{"idempotency_key":"\u00e9"}`,
+		`{"idempotency_key":"é"}`, `{"drop_id":1}x`, `{"drop_id":1,}`, `{"quantity":-}`)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		slow, fast, fastOK, slowErr := api.DecodeOrderBody(body)
+		if !fastOK {
+			return
+		}
+		if slowErr != nil {
+			t.Fatalf("body %q: the fast reader accepted what decodeJSON refuses: %v", body, slowErr)
+		}
+		for i, name := range []string{"drop_id", "quantity", "idempotency_key"} {
+			switch a, b := slow[i], fast[i]; {
+			case (a == nil) != (b == nil):
+				t.Fatalf("body %q: %s is %v one way, %v the other", body, name, a, b)
+			case a != nil && *a != *b:
+				t.Fatalf("body %q: %s is %q slowly, %q fast", body, name, *a, *b)
+			}
+		}
+	})
+}

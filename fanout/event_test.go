@@ -141,3 +141,35 @@ func FuzzUnmarshalEvent(f *testing.F) {
 		}
 	})
 }
+
+// FuzzEventJSONEncoder: the hand-written envelope encoder writes what json.Marshal writes of the
+// envelope's shape (data compacted and HTML-escaped), and refuses what it refuses.
+func FuzzEventJSONEncoder(f *testing.F) {
+	f.Add("", "order.confirmed", int64(1_764_072_000_123), int64(7), int64(42), []byte(`{"order_id":1}`))
+	f.Add("0001-x", "stock.changed", int64(0), int64(-1), int64(0), []byte(" { \"a\" : [1, 2 ,\"<&>\u2028\"] } "))
+	f.Add("<id>", "drop.soldout", int64(-1), int64(1), int64(1), []byte(nil))
+	f.Add("", "x\"y", int64(5), int64(5), int64(5), []byte(`{"a":`))
+	f.Fuzz(func(t *testing.T, id, typ string, ms, creator, drop int64, data []byte) {
+		e := fanout.Event{ID: id, Type: fanout.Type(typ), TS: time.UnixMilli(ms), CreatorID: creator, DropID: drop,
+			Data: data}
+		raw := json.RawMessage(data)
+		if data == nil {
+			raw = json.RawMessage("{}")
+		}
+		want, wantErr := json.Marshal(struct {
+			ID        string          `json:"id,omitempty"`
+			Type      string          `json:"type"`
+			TS        string          `json:"ts"`
+			CreatorID int64           `json:"creator_id"`
+			DropID    int64           `json:"drop_id,omitempty"`
+			Data      json.RawMessage `json:"data"`
+		}{id, typ, e.TS.UTC().Format(fanout.TimeFormat), creator, drop, raw})
+		got, err := e.MarshalJSON()
+		switch {
+		case (err != nil) != (wantErr != nil):
+			t.Fatalf("MarshalJSON error %v, json.Marshal error %v", err, wantErr)
+		case err == nil && string(got) != string(want):
+			t.Fatalf("MarshalJSON = %s\nwant            %s", got, want)
+		}
+	})
+}

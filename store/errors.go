@@ -7,6 +7,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"reflect"
 )
 
 // Sentinel errors. Match them with errors.Is; each has a stable machine code (Code).
@@ -24,6 +25,9 @@ var (
 	ErrUnavailable         = errors.New("temporarily unavailable")
 )
 
+// sentinelType is the type errors.New returns, that of every sentinel.
+var sentinelType = reflect.TypeOf(ErrNotFound)
+
 var codes = map[error]string{
 	ErrNotFound:            "not_found",
 	ErrInvalid:             "invalid_argument",
@@ -39,11 +43,35 @@ var codes = map[error]string{
 }
 
 // Code is the stable machine word of err's sentinel ("not_found", "sold_out", ...), or "" when err
-// wraps none of them (an internal error).
+// wraps none of them (an internal error). It walks err's tree once, in the order errors.Is does, and
+// answers the first sentinel found (every error answer asks, so it is one pass, not one per sentinel).
 func Code(err error) string {
-	for sentinel, code := range codes {
-		if errors.Is(err, sentinel) {
-			return code
+	for err != nil {
+		// Only an error of the sentinels' own type can be one of them (and is safe as a map key).
+		if reflect.TypeOf(err) == sentinelType {
+			if code, ok := codes[err]; ok {
+				return code
+			}
+		}
+		if is, ok := err.(interface{ Is(error) bool }); ok {
+			for sentinel, code := range codes {
+				if is.Is(sentinel) {
+					return code
+				}
+			}
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() error }:
+			err = u.Unwrap()
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				if code := Code(e); code != "" {
+					return code
+				}
+			}
+			return ""
+		default:
+			return ""
 		}
 	}
 	return ""

@@ -6,6 +6,8 @@ import (
 	"math"
 	"strconv"
 	"time"
+
+	"github.com/livedrops/livedrops/internal/jsonw"
 )
 
 // OrderStatus is where an order stands.
@@ -57,8 +59,28 @@ type orderJSON struct {
 // MarshalJSON encodes the order of API.md: {order_id,user_id,drop_id,quantity,status,created_at}, the
 // time in UTC with milliseconds, plus failure_code on a failed order. It is both the HTTP answer and the
 // data of the order.confirmed event.
-func (o Order) MarshalJSON() ([]byte, error) {
-	return json.Marshal(orderJSON{o.ID, o.UserID, o.DropID, o.Quantity, o.Status, msTime(o.CreatedAt), o.FailureCode})
+func (o Order) MarshalJSON() ([]byte, error) { return o.AppendJSON(make([]byte, 0, 160)), nil }
+
+// AppendJSON appends what MarshalJSON writes, byte for byte what json.Marshal writes of orderJSON,
+// without reflection (an order is encoded on every sale, twice).
+func (o Order) AppendJSON(b []byte) []byte {
+	b = append(b, `{"order_id":`...)
+	b = jsonw.Int(b, o.ID)
+	b = append(b, `,"user_id":`...)
+	b = jsonw.Int(b, o.UserID)
+	b = append(b, `,"drop_id":`...)
+	b = jsonw.Int(b, o.DropID)
+	b = append(b, `,"quantity":`...)
+	b = jsonw.Int(b, int64(o.Quantity))
+	b = append(b, `,"status":`...)
+	b = jsonw.String(b, string(o.Status))
+	b = append(b, `,"created_at":`...)
+	b = jsonw.Time(b, o.CreatedAt, TimeFormat)
+	if o.FailureCode != "" {
+		b = append(b, `,"failure_code":`...)
+		b = jsonw.String(b, o.FailureCode)
+	}
+	return append(b, '}')
 }
 
 // UnmarshalJSON decodes what MarshalJSON wrote.

@@ -1,12 +1,16 @@
 // Package auth issues and verifies the bearer tokens of LiveDrops: HS256 JWTs whose subject is the user
-// id, with issuer, audience and expiry always checked and a little clock skew tolerated.
+// id, with issuer, audience and expiry always checked and a little clock skew tolerated. A token that
+// verified is remembered (by its exact text) until it expires, so a client sending the same token
+// again costs a map lookup instead of a signature check and a JSON parse.
 package auth
 
 import (
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -33,13 +37,33 @@ type Config struct {
 	Leeway time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// CacheSize is how many verified tokens are remembered; 0 means 32,768, negative turns the
+	// cache off. Past it, some remembered tokens are forgotten (and verified again when they come).
+	CacheSize int
 }
 
-// Tokens mints and verifies tokens with one configuration.
+// Tokens mints and verifies tokens with one configuration. It is safe for concurrent use.
 type Tokens struct {
 	cfg    Config
 	parser *jwt.Parser
+	seed   maphash.Seed
+	shards []cacheShard // nil when the cache is off
 }
+
+// cacheShard remembers verified tokens: the text of the token → its user and the last moment it is
+// valid (exp plus the leeway). Only tokens whose signature, issuer, audience, nbf and iat checked out
+// are kept; nbf and iat cannot stop being valid later, exp is checked again on every use.
+type cacheShard struct {
+	mu     sync.Mutex
+	tokens map[string]verified
+}
+
+type verified struct {
+	userID int64
+	until  time.Time
+}
+
+const cacheShards = 16
 
 // New validates cfg and returns a Tokens.
 func New(cfg Config) (*Tokens, error) {
@@ -64,6 +88,9 @@ func New(cfg Config) (*Tokens, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.CacheSize == 0 {
+		cfg.CacheSize = 32_768
+	}
 	parser := jwt.NewParser(
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 		jwt.WithIssuer(cfg.Issuer),
@@ -73,7 +100,14 @@ func New(cfg Config) (*Tokens, error) {
 		jwt.WithLeeway(cfg.Leeway),
 		jwt.WithTimeFunc(cfg.Now),
 	)
-	return &Tokens{cfg: cfg, parser: parser}, nil
+	t := &Tokens{cfg: cfg, parser: parser, seed: maphash.MakeSeed()}
+	if cfg.CacheSize > 0 {
+		t.shards = make([]cacheShard, cacheShards)
+		for i := range t.shards {
+			t.shards[i].tokens = make(map[string]verified)
+		}
+	}
+	return t, nil
 }
 
 // Mint returns a signed token for userID that expires after ttl (0 means the configured TTL).
@@ -109,8 +143,51 @@ func (t *Tokens) Verify(token string) (int64, error) {
 // VerifyExpiry is Verify that also returns until when the token verifies: its expiry plus the leeway,
 // the moment Verify starts refusing it (a hub closes an open socket then).
 func (t *Tokens) VerifyExpiry(token string) (userID int64, validUntil time.Time, err error) {
+	if t.shards == nil {
+		return t.verifyClaims(token)
+	}
+	sh := &t.shards[maphash.String(t.seed, token)%cacheShards]
+	sh.mu.Lock()
+	v, ok := sh.tokens[token]
+	sh.mu.Unlock()
+	if ok {
+		if t.cfg.Now().Before(v.until) {
+			return v.userID, v.until, nil
+		}
+		sh.mu.Lock()
+		delete(sh.tokens, token)
+		sh.mu.Unlock()
+		return 0, time.Time{}, fmt.Errorf("%w: token has expired", ErrInvalidToken)
+	}
+	id, until, err := t.verifyClaims(token)
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	sh.mu.Lock()
+	if limit := max(1, t.cfg.CacheSize/cacheShards); len(sh.tokens) >= limit {
+		// Forget the expired, then any, until a quarter of the room is free.
+		now := t.cfg.Now()
+		for k, e := range sh.tokens {
+			if !now.Before(e.until) {
+				delete(sh.tokens, k)
+			}
+		}
+		for k := range sh.tokens {
+			if len(sh.tokens) < limit*3/4 {
+				break
+			}
+			delete(sh.tokens, k)
+		}
+	}
+	sh.tokens[token] = verified{userID: id, until: until}
+	sh.mu.Unlock()
+	return id, until, nil
+}
+
+// verifyClaims checks a token and returns its user id and the last moment it is valid.
+func (t *Tokens) verifyClaims(token string) (int64, time.Time, error) {
 	var claims jwt.RegisteredClaims
-	_, err = t.parser.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return t.cfg.Secret, nil })
+	_, err := t.parser.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return t.cfg.Secret, nil })
 	if err != nil {
 		return 0, time.Time{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
@@ -118,6 +195,8 @@ func (t *Tokens) VerifyExpiry(token string) (userID int64, validUntil time.Time,
 	if err != nil || id <= 0 {
 		return 0, time.Time{}, fmt.Errorf("%w: subject %q is not a user id", ErrInvalidToken, claims.Subject)
 	}
+	// WithExpirationRequired: claims.ExpiresAt is set. The parser accepts a token while now is before
+	// exp + leeway; the cache does the same.
 	return id, claims.ExpiresAt.Add(t.cfg.Leeway), nil
 }
 

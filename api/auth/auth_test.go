@@ -2,7 +2,9 @@ package auth_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -160,6 +162,62 @@ func FuzzBearerToken(f *testing.F) {
 	})
 }
 
+// TestVerifyCache: a remembered token answers like a verified one, and stops being valid at the
+// moment the parser would refuse it; the cache's size is bounded; off, every call verifies.
+func TestVerifyCache(t *testing.T) {
+	for _, size := range []int{0, -1, 8} {
+		t.Run(fmt.Sprintf("size %d", size), func(t *testing.T) {
+			var mu sync.Mutex
+			now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+			clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+			advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+			tk, err := auth.New(auth.Config{Secret: secret, Now: clock, TTL: time.Minute, Leeway: 10 * time.Second, CacheSize: size})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tokens := make([]string, 40)
+			for i := range tokens {
+				if tokens[i], err = tk.Mint(int64(i+1), 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Twice over, so the second round is answered from the cache (or, past its size, verified again).
+			for round := range 2 {
+				var wg sync.WaitGroup
+				for i, tok := range tokens {
+					wg.Go(func() {
+						if got, err := tk.Verify(tok); err != nil || got != int64(i+1) {
+							t.Errorf("round %d: Verify(token of %d) = %d, %v", round, i+1, got, err)
+						}
+					})
+				}
+				wg.Wait()
+			}
+			// A token differing in one character of its signature is refused, cached twin or not.
+			dot := strings.LastIndexByte(tokens[0], '.')
+			swap := byte('A')
+			if tokens[0][dot+1] == 'A' {
+				swap = 'B'
+			}
+			tampered := tokens[0][:dot+1] + string(swap) + tokens[0][dot+2:]
+			if _, err := tk.Verify(tampered); !errors.Is(err, auth.ErrInvalidToken) {
+				t.Errorf("tampered token: got %v, want ErrInvalidToken", err)
+			}
+			// Valid until exp + leeway, not a moment longer.
+			advance(time.Minute + 10*time.Second - time.Millisecond)
+			if _, err := tk.Verify(tokens[1]); err != nil {
+				t.Errorf("just before exp + leeway: got %v, want valid", err)
+			}
+			advance(time.Millisecond)
+			for round := range 2 {
+				if _, err := tk.Verify(tokens[1]); !errors.Is(err, auth.ErrInvalidToken) {
+					t.Errorf("at exp + leeway (call %d): got %v, want ErrInvalidToken", round+1, err)
+				}
+			}
+		})
+	}
+}
+
 // VerifyExpiry says until when a token verifies: its expiry plus the leeway, after which Verify refuses it.
 func TestVerifyExpiry(t *testing.T) {
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
@@ -172,6 +230,9 @@ func TestVerifyExpiry(t *testing.T) {
 	id, until, err := tk.VerifyExpiry(tok)
 	if want := now.Add(time.Hour + 30*time.Second); err != nil || id != 9 || !until.Equal(want) {
 		t.Fatalf("VerifyExpiry = %d, %s, %v; want 9, %s, nil", id, until, err, want)
+	}
+	if id2, until2, err := tk.VerifyExpiry(tok); err != nil || id2 != 9 || !until2.Equal(until) {
+		t.Fatalf("VerifyExpiry again (remembered) = %d, %s, %v; want 9, %s, nil", id2, until2, err, until)
 	}
 	clock = until.Add(-time.Second)
 	if _, err := tk.Verify(tok); err != nil {

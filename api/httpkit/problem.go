@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/go-chi/chi/v5"
+
+	"github.com/livedrops/livedrops/internal/jsonw"
 )
 
 // Problem is an RFC 9457 problem details object: the body of every error
@@ -29,7 +31,31 @@ type Problem struct {
 // defaults documented on Problem. A Content-Length set earlier is dropped.
 func WriteProblem(w http.ResponseWriter, r *http.Request, p Problem) {
 	p = p.withDefaults()
-	writeJSON(w, problemType, p.Status, p)
+	h := w.Header()
+	h.Set("Content-Type", problemType)
+	h.Del("Content-Length")
+	w.WriteHeader(p.Status)
+	_, _ = w.Write(p.appendJSON(make([]byte, 0, 128+len(p.Detail))))
+}
+
+// appendJSON appends p as json.NewEncoder(w).Encode writes it (the fields in order, HTML-escaped,
+// a newline after), without reflection: a sale answers most requests with a problem.
+func (p Problem) appendJSON(b []byte) []byte {
+	b = append(b, `{"type":`...)
+	b = jsonw.String(b, p.Type)
+	b = append(b, `,"title":`...)
+	b = jsonw.String(b, p.Title)
+	b = append(b, `,"status":`...)
+	b = jsonw.Int(b, int64(p.Status))
+	if p.Detail != "" {
+		b = append(b, `,"detail":`...)
+		b = jsonw.String(b, p.Detail)
+	}
+	if p.Code != "" {
+		b = append(b, `,"code":`...)
+		b = jsonw.String(b, p.Code)
+	}
+	return append(b, '}', '\n')
 }
 
 const problemType = "application/problem+json"

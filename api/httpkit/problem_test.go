@@ -1,6 +1,8 @@
 package httpkit_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -89,4 +91,36 @@ func TestNotFoundAndMethodNotAllowed(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzProblemEncoding: WriteProblem writes what json.NewEncoder(w).Encode writes of the problem.
+func FuzzProblemEncoding(f *testing.F) {
+	f.Add("", "", 0, "", "")
+	f.Add("about:blank", "Conflict", 409, "place order: drop 7: sold out", "sold_out")
+	f.Add("t<&>", "ti\"tle\\", -1, "line\nsep\u2028 \xff", "c\x00")
+	f.Fuzz(func(t *testing.T, typ, title string, status int, detail, code string) {
+		if status != 0 && (status < 100 || status > 999) {
+			return // WriteHeader refuses such codes
+		}
+		p := httpkit.Problem{Type: typ, Title: title, Status: status, Detail: detail, Code: code}
+		rec := httptest.NewRecorder()
+		httpkit.WriteProblem(rec, httptest.NewRequest(http.MethodGet, "/", nil), p)
+		want := p
+		if want.Status == 0 {
+			want.Status = http.StatusInternalServerError
+		}
+		if want.Type == "" {
+			want.Type = "about:blank"
+		}
+		if want.Title == "" {
+			want.Title = http.StatusText(want.Status)
+		}
+		var buf bytes.Buffer
+		if err := json.NewEncoder(&buf).Encode(want); err != nil {
+			t.Fatal(err)
+		}
+		if rec.Body.String() != buf.String() {
+			t.Fatalf("WriteProblem wrote %q\nwant              %q", rec.Body.String(), buf.String())
+		}
+	})
 }

@@ -46,12 +46,12 @@ type App struct {
 	// orders is the REST API's order store (roles api and all); closed after the HTTP server.
 	orders *postgres.Orders
 
-	debug    *debugServer // LIVEDROPS_DEBUG_ADDR; nil when off
 	registry *prometheus.Registry
 	health   *httpkit.Health
 	srv      *http.Server
 	ln       net.Listener
 	serveErr chan error
+	pprof    *pprofServer // LIVEDROPS_PPROF_ADDR; nil when off
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -148,8 +148,8 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err er
 		}
 	}
 
-	if cfg.DebugAddr != "" {
-		if a.debug, err = startDebug(cfg.DebugAddr, logger); err != nil {
+	if cfg.PprofAddr != "" {
+		if a.pprof, err = startPprof(cfg.PprofAddr, logger); err != nil {
 			return a, err
 		}
 	}
@@ -266,8 +266,8 @@ func (a *App) shutdown(ctx context.Context) error {
 	if a.pool != nil {
 		step("postgres", func() error { a.pool.Close(); return nil })
 	}
-	if a.debug != nil {
-		step("debug", a.debug.Close)
+	if a.pprof != nil {
+		step("pprof", func() error { return a.pprof.Close(ctx) })
 	}
 	if a.dev != nil {
 		step("dev stack", func() error { return a.dev.Stop(ctx) })

@@ -54,8 +54,8 @@ type Config struct {
 	StreamReplicas    int
 	StockRate         float64
 
-	// profiling
-	DebugAddr string
+	// PprofAddr, when set, serves net/http/pprof on a listener of its own (off by default).
+	PprofAddr string
 
 	// hub role (issue 11)
 	HubWorkers   int
@@ -232,14 +232,16 @@ func settings() []setting {
 				c.MaxSocketsPerUser = n
 				return nil
 			}},
-		{"debug-addr", "LIVEDROPS_DEBUG_ADDR", "", "address (host:port) of a second listener serving Go's pprof profiles at /debug/pprof/, with block and mutex profiling on; empty: off. Never expose it publicly",
+		{"pprof-addr", "LIVEDROPS_PPROF_ADDR", "", "address of a separate listener serving /debug/pprof/ (CPU, heap, block and mutex profiles; keep it on loopback); empty: off",
 			func(c *Config, v string) error {
-				if v != "" {
-					if _, _, err := net.SplitHostPort(v); err != nil {
-						return fmt.Errorf("not host:port: %w", err)
-					}
+				if v == "" {
+					c.PprofAddr = ""
+					return nil
 				}
-				c.DebugAddr = v
+				if _, _, err := net.SplitHostPort(v); err != nil {
+					return fmt.Errorf("not host:port: %w", err)
+				}
+				c.PprofAddr = v
 				return nil
 			}},
 		{"hub-workers", "LIVEDROPS_HUB_WORKERS", "0", "goroutines writing fan-outs to sockets; 0 means GOMAXPROCS (give a hub sharing its host with other hubs GOMAXPROCS = its share of the cores)",
@@ -474,7 +476,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("max_sockets_per_user", c.MaxSocketsPerUser),
 		slog.Int("stream_replicas", c.StreamReplicas),
 		slog.Float64("stock_rate", c.StockRate),
-		slog.String("debug_addr", c.DebugAddr),
+		slog.String("pprof_addr", c.PprofAddr),
 		slog.Int("hub_workers", c.HubWorkers),
 		slog.Int("hub_max_setups", c.HubMaxSetups),
 		slog.String("hub_interest", c.HubInterest),

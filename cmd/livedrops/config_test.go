@@ -33,6 +33,7 @@ func TestConfigDefaults(t *testing.T) {
 		{"nats sync", cfg.NatsSync, "always"},
 		{"jwt issuer", cfg.JWTIssuer, "livedrops"},
 		{"database url", cfg.DatabaseURL, ""},
+		{"pprof addr (off)", cfg.PprofAddr, ""},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -80,6 +81,7 @@ func TestConfigRejectsBadValues(t *testing.T) {
 		{"stream replicas", map[string]string{"LIVEDROPS_STREAM_REPLICAS": "7"}, "want 1..5"},
 		{"stock rate", map[string]string{"LIVEDROPS_STOCK_RATE": "0"}, "above 0"},
 		{"empty data dir", map[string]string{"LIVEDROPS_DATA_DIR": " "}, "must not be empty"},
+		{"pprof addr without port", map[string]string{"LIVEDROPS_PPROF_ADDR": "localhost"}, "-pprof-addr / LIVEDROPS_PPROF_ADDR"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

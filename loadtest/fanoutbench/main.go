@@ -696,7 +696,7 @@ func startRole(cfg config, env serviceEnv, role, name string) (*proc, error) {
 				return nil, err
 			}
 			debugAddr = fmt.Sprintf("127.0.0.1:%d", dport)
-			cmd.Env = append(cmd.Env, "LIVEDROPS_DEBUG_ADDR="+debugAddr)
+			cmd.Env = append(cmd.Env, "LIVEDROPS_PPROF_ADDR="+debugAddr)
 		}
 	}
 	p, err := startProc(name, cmd, cfg.dir)

@@ -8,6 +8,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -32,14 +34,35 @@ type runResult struct {
 	attemptsPerSec float64
 	p50, p95, p99  time.Duration
 	codes          map[string]int
+	cpu            cpuSample // spent while the buyers ran
+}
+
+// cpuPerAttempt is a party's CPU per answered request, in µs.
+func (r runResult) cpuPerAttempt(d time.Duration) float64 {
+	if r.attempts == 0 {
+		return 0
+	}
+	return float64(d.Microseconds()) / float64(r.attempts)
+}
+
+// othersPct is the share of the machine's CPU used by processes outside the run while it ran.
+func (r runResult) othersPct() float64 {
+	c := r.cpu
+	if c.machineAll <= 0 {
+		return 0
+	}
+	others := c.machineBusy - c.server - c.pg - c.redis - c.self
+	return 100 * max(0, others.Seconds()) / c.machineAll.Seconds()
 }
 
 func (r runResult) String() string {
 	return fmt.Sprintf("%-14s attempts=%d elapsed_s=%.2f confirmed=%d confirmed_db=%d oversold=%d duplicates=%d "+
 		"wrong_replays=%d missing=%d errors=%d selling_orders_per_s=%.0f attempts_per_s=%.0f p50_ms=%.1f p95_ms=%.1f "+
-		"p99_ms=%.1f answers=%v",
+		"p99_ms=%.1f cpu_us_per_attempt server=%.0f pg=%.0f redis=%.0f generator=%.0f others_cpu_pct=%.0f answers=%v",
 		r.config, r.attempts, r.elapsed.Seconds(), r.confirmed, r.confirmedDB, r.oversold, r.duplicates,
-		r.wrongReplays, r.missing, r.errors, r.sellingPerSec, r.attemptsPerSec, ms(r.p50), ms(r.p95), ms(r.p99), r.codes)
+		r.wrongReplays, r.missing, r.errors, r.sellingPerSec, r.attemptsPerSec, ms(r.p50), ms(r.p95), ms(r.p99),
+		r.cpuPerAttempt(r.cpu.server), r.cpuPerAttempt(r.cpu.pg), r.cpuPerAttempt(r.cpu.redis),
+		r.cpuPerAttempt(r.cpu.self), r.othersPct(), r.codes)
 }
 
 var runSeq atomic.Int64
@@ -51,12 +74,43 @@ func runOnce(ctx context.Context, o options, st *stack, kind serverKind, c confi
 	if err != nil {
 		return runResult{}, err
 	}
-	dropID, err := st.newDrop(ctx, o.stock, o.maxPerUser)
+	floor := c.mode == modeFloor
+	dropID, err := st.newDrop(ctx, o.stock, o.maxPerUser, floor)
 	if err != nil {
 		_ = srv.stop()
 		return runResult{}, err
 	}
-	res, ids := drive(ctx, o, st, srv.base, dropID, buyers)
+	meter := cpuMeter{server: srv.cmd.Process.Pid, pg: st.pg.PID(), redis: st.redis.PID()}
+	profiled := make(chan struct{})
+	meter.onStart = func() {
+		if srv.pprof == "" {
+			close(profiled)
+			return
+		}
+		go func() {
+			defer close(profiled)
+			takeProfiles(srv.pprof, filepath.Join(o.pprofDir, name), o.pprofSecs)
+		}()
+	}
+	var waits func() string
+	stopWaits := make(chan struct{})
+	if o.pgStats {
+		if _, err := st.pool.Exec(ctx, "SELECT pg_stat_statements_reset()"); err != nil {
+			_ = srv.stop()
+			return runResult{}, err
+		}
+		waits = st.pgWaits(ctx, stopWaits)
+	}
+	res, ids := drive(ctx, o, st, srv.base, dropID, buyers, meter)
+	close(stopWaits)
+	<-profiled
+	if o.stages && !floor {
+		fmt.Printf("  %s %s\n", name, stages(srv.base))
+	}
+	if o.pgStats {
+		fmt.Printf("  %s %s\n", name, waits())
+		st.pgStatements(ctx, os.Stdout, res.attempts)
+	}
 	if err := srv.stop(); err != nil {
 		return runResult{}, err
 	}
@@ -64,7 +118,7 @@ func runOnce(ctx context.Context, o options, st *stack, kind serverKind, c confi
 		return runResult{}, ctx.Err()
 	}
 	res.config = c
-	b, err := st.books(ctx, dropID)
+	b, err := st.books(ctx, dropID, floor)
 	if err != nil {
 		return runResult{}, err
 	}
@@ -74,7 +128,7 @@ func runOnce(ctx context.Context, o options, st *stack, kind serverKind, c confi
 		fmt.Printf("WARNING: the books of drop %d do not balance: stock %d + confirmed %d != %d\n", dropID, b.stock, b.confirmed, o.stock)
 	}
 	res.duplicates += b.keysWithTwo
-	found, err := st.hasOrders(ctx, dropID, ids)
+	found, err := st.hasOrders(ctx, dropID, ids, floor)
 	if err != nil {
 		return runResult{}, err
 	}
@@ -125,7 +179,7 @@ type buyer struct {
 
 // drive runs buyers closed-loop until o.attempts requests have been answered and returns the
 // measurements with the ids of every order a buyer was told about.
-func drive(ctx context.Context, o options, st *stack, base string, dropID int64, buyers int) (runResult, []int64) {
+func drive(ctx context.Context, o options, st *stack, base string, dropID int64, buyers int, meter cpuMeter) (runResult, []int64) {
 	transport := &http.Transport{MaxIdleConns: 2 * buyers, MaxIdleConnsPerHost: 2 * buyers,
 		IdleConnTimeout: 5 * time.Minute, DisableCompression: true}
 	defer transport.CloseIdleConnections()
@@ -153,14 +207,19 @@ func drive(ctx context.Context, o options, st *stack, base string, dropID int64,
 
 	var tickets atomic.Int64
 	take := func(n int64) bool { return tickets.Add(n) <= int64(o.attempts) }
+	cpuBefore := meter.sample()
+	if meter.onStart != nil {
+		meter.onStart()
+	}
 	start := time.Now()
 	for _, b := range bs {
 		wg.Go(func() { b.loop(ctx, base, dropID, st, o, start, take) })
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu := meter.sample().sub(cpuBefore)
 
-	res := runResult{buyers: buyers, elapsed: elapsed, codes: map[string]int{}}
+	res := runResult{buyers: buyers, elapsed: elapsed, codes: map[string]int{}, cpu: cpu}
 	var all []time.Duration
 	var ids []int64
 	var lastFresh time.Duration

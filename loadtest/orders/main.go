@@ -1,6 +1,8 @@
 // Command orders is the order benchmark of LiveDrops (make bench-orders): a flash sale on one hot drop,
-// through the real HTTP API, in the baseline mode (one transaction per order, at pool sizes 4, 8 and 16)
-// and the optimised mode (a group-commit batcher per drop and a sold-out flag in memory), alternating.
+// through the real HTTP API, in the baseline mode (one transaction per order, at pool sizes 4, 8 and 16),
+// the optimised mode (a group-commit batcher per drop and a sold-out flag in memory) and the floor (the
+// least grouped order service, loadtest/orderfloor: the yardstick the product is read against),
+// alternating, so every figure is compared with others measured in the same sitting.
 //
 // It is self-contained: it starts PostgreSQL (durable, synchronous_commit on) and Redis in a temporary
 // dir, migrates, creates the buyers, a creator and a product, and then for every run starts a server
@@ -11,22 +13,29 @@
 // the units confirmed, nothing oversold, no key holding two orders, and every order a buyer was told
 // about present.
 //
-// The server is the real binary, `livedrops all`, in the mode of the run (LIVEDROPS_ORDER_MODE).
+// The server is the real binary, `livedrops all`, in the mode of the run (LIVEDROPS_ORDER_MODE), with
+// the per-user write limit on (-rate-user, the default 50/s) and the per-address limit off (every buyer
+// comes from 127.0.0.1); the floor runs as its own process on the same PostgreSQL.
 //
-// It prints one line per run and, at the end,
+// It prints one line per run (with the CPU each party spent per answered request, read from /proc, and
+// the share of the machine other processes used meanwhile), the means of the server's order histograms
+// (-stages), PostgreSQL's statements and wait events (-pg-stats), profiles (-pprof-dir), and at the end
 //
-//	RESULT confirmed=... oversold=... duplicate_orders=... orders_per_s=... selling_speedup=... speedup=... p50_ms=... p95_ms=... p99_ms=... p95_500_ms=...
+//	RESULT confirmed=... oversold=... duplicate_orders=... orders_per_s=... selling_speedup=... speedup=... p50_ms=... p95_ms=... p99_ms=... p95_500_ms=... floor_orders_per_s=... floor_p95_ms=... floor_p95_500_ms=... selling_vs_floor=... p95_vs_floor=... p95_500_vs_floor=... server_cpu_us=... floor_cpu_us=... pg_cpu_us=... floor_pg_cpu_us=...
 //
-// confirmed: the fewest units any run confirmed, by the database or by the answers buyers got (every
-// run should confirm the whole stock); oversold:
-// the most any run sold beyond the stock; duplicate_orders: over all runs, keys answered with two
-// different orders or holding two orders; orders_per_s: the optimised mode's median confirmed units
-// per second until the stock hit 0, at the first (largest) buyer count; selling_speedup: that over the
-// baseline's at its fastest pool; speedup: the same for attempts per second over the whole stream;
-// p50/p95/p99: the optimised mode's latencies at the first buyer count (medians over its runs);
-// p95_500_ms: its p95 at the second buyer count (500). It exits 1 when a correctness check failed
-// (oversold, a duplicate, a wrong replay, a confirmed order missing from the database, or a run that
-// did not sell the whole stock), after printing the RESULT line.
+// confirmed: the fewest units any run of the product confirmed, by the database or by the answers
+// buyers got (every run should confirm the whole stock); oversold: the most any run sold beyond the
+// stock; duplicate_orders: over all runs, keys answered with two different orders or holding two
+// orders; orders_per_s: the optimised mode's median confirmed units per second until the stock hit 0,
+// at the first (largest) buyer count; selling_speedup: that over the baseline's at its fastest pool;
+// speedup: the same for attempts per second over the whole stream; p50/p95/p99: the optimised mode's
+// latencies at the first buyer count (medians over its runs); p95_500_ms: its p95 at the second buyer
+// count (500). The floor_ keys are the floor's, and the _vs_floor keys the product's over the floor's
+// (medians over each one's runs of the same sitting). server_cpu_us is the CPU of livedrops and Redis
+// per answered request (median over the runs), floor_cpu_us the floor's, pg_ the database's in each.
+// It exits 1 when a correctness check of the product failed (oversold, a duplicate, a wrong replay, a
+// confirmed order missing from the database, or a run that did not sell the whole stock), after
+// printing the RESULT line.
 package main
 
 import (
@@ -56,6 +65,14 @@ type options struct {
 	timeout    time.Duration
 	keepData   bool
 	serverEnv  []string
+	rateUser   int
+	floor      bool
+	floorBin   string
+	baseline   bool
+	pprofDir   string
+	pprofSecs  int
+	pgStats    bool
+	stages     bool
 }
 
 func main() {
@@ -74,6 +91,14 @@ func main() {
 	flag.DurationVar(&o.timeout, "timeout", 60*time.Second, "client timeout of one request")
 	flag.BoolVar(&o.keepData, "keep-data", false, "keep the temporary dir (database, logs)")
 	flag.Var(&env, "server-env", "KEY=VALUE added to the environment of `livedrops all` (repeatable)")
+	flag.IntVar(&o.rateUser, "rate-user", 50, "LIVEDROPS_RATE_USER of the server: the per-user write limit, on as deployed (0: off); the per-address limit is always off")
+	flag.BoolVar(&o.floor, "floor", true, "run the floor (loadtest/orderfloor) beside the product in every round, and report ratios to it")
+	flag.StringVar(&o.floorBin, "floor-bin", "bin/orderfloor", "the orderfloor binary")
+	flag.StringVar(&o.pprofDir, "pprof-dir", "", "take CPU, block and mutex profiles of every server while its buyers run and write them here (servers then run with pprof on)")
+	flag.IntVar(&o.pprofSecs, "pprof-seconds", 4, "length of each profile (from the first order on)")
+	flag.BoolVar(&o.pgStats, "pg-stats", false, "load pg_stat_statements and print, per run, the statements that took the most time and the sampled wait events of the sessions")
+	flag.BoolVar(&o.stages, "stages", true, "print, per run of livedrops, the means of its order histograms (queue wait, lock wait, batch size, ...) from /metrics")
+	flag.BoolVar(&o.baseline, "baseline", true, "run the one-transaction-per-order baseline (false: a quick run of the floor and batched only)")
 	flag.Parse()
 	var err error
 	if o.buyers, err = intList(buyers); err == nil {
@@ -83,6 +108,8 @@ func main() {
 	case err != nil:
 	case o.runs < 1 || o.attempts < 1 || o.stock < 1 || o.maxPerUser < 1:
 		err = errors.New("-runs, -attempts, -stock and -max-per-user must be positive")
+	case o.rateUser < 0:
+		err = errors.New("-rate-user must not be negative")
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "orders:", err)
@@ -116,9 +143,12 @@ func intList(s string) ([]int, error) {
 
 // config is one server setup under test.
 type config struct {
-	mode string // single or batched
+	mode string // single, batched or floor
 	pool int    // PostgreSQL pool size; 0: the server's default
 }
+
+// modeFloor runs loadtest/orderfloor instead of livedrops.
+const modeFloor = "floor"
 
 func (c config) String() string {
 	if c.pool == 0 {
@@ -140,15 +170,23 @@ func run(ctx context.Context, o options) error {
 	fmt.Printf("server: %s; data and logs in %s\n", srv.describe(), st.dir)
 
 	optimised := config{mode: "batched"}
+	floor := config{mode: modeFloor}
 	results := map[int]map[config][]runResult{}
 	var bestPool map[string]config // "selling" and "stream" → the fastest baseline
 	for phase, b := range o.buyers {
-		configs := []config{optimised}
-		if phase == 0 {
+		var configs []config
+		if o.floor {
+			configs = append(configs, floor)
+		}
+		configs = append(configs, optimised)
+		nFixed := len(configs)
+		switch {
+		case !o.baseline:
+		case phase == 0:
 			for _, p := range o.pools {
 				configs = append(configs, config{mode: "single", pool: p})
 			}
-		} else {
+		default:
 			configs = append(configs, bestPool["stream"])
 			if bestPool["selling"] != bestPool["stream"] {
 				configs = append(configs, bestPool["selling"])
@@ -165,9 +203,9 @@ func run(ctx context.Context, o options) error {
 				results[b][c] = append(results[b][c], res)
 			}
 		}
-		if phase == 0 {
+		if phase == 0 && o.baseline {
 			bestPool = map[string]config{}
-			for _, c := range configs[1:] {
+			for _, c := range configs[nFixed:] {
 				for metric, value := range map[string]func([]runResult) float64{"selling": medianSelling, "stream": medianStream} {
 					if best, ok := bestPool[metric]; !ok || value(results[b][c]) > value(results[b][best]) {
 						bestPool[metric] = c
@@ -184,7 +222,10 @@ func run(ctx context.Context, o options) error {
 	opt := results[first][optimised]
 	confirmed, oversold, duplicates, wrong, missing, errs := o.stock, 0, 0, 0, 0, 0
 	for _, byConfig := range results {
-		for _, rs := range byConfig {
+		for c, rs := range byConfig {
+			if c.mode == modeFloor {
+				continue // the yardstick's own books are printed per run, not the product's figures
+			}
 			for _, r := range rs {
 				confirmed = min(confirmed, r.confirmedDB, r.confirmed)
 				oversold = max(oversold, r.oversold)
@@ -203,26 +244,41 @@ func run(ctx context.Context, o options) error {
 		}
 		return a / b
 	}
-	p95of500 := 0.0
+	p95 := func(rs []runResult) float64 { return medianOf(rs, func(r runResult) float64 { return ms(r.p95) }) }
+	p95of500, floorP95of500 := 0.0, 0.0
 	if len(o.buyers) > 1 {
-		p95of500 = medianOf(results[o.buyers[1]][optimised], func(r runResult) float64 { return ms(r.p95) })
+		p95of500 = p95(results[o.buyers[1]][optimised])
+		floorP95of500 = p95(results[o.buyers[1]][floor])
 	}
+	flr := results[first][floor]
+	cpu := func(rs []runResult, party func(cpuSample) time.Duration) float64 {
+		return medianOf(rs, func(r runResult) float64 { return r.cpuPerAttempt(party(r.cpu)) })
+	}
+	serverCPU := func(c cpuSample) time.Duration { return c.server }
+	pgCPU := func(c cpuSample) time.Duration { return c.pg }
+	redisCPU := func(c cpuSample) time.Duration { return c.redis }
 	for _, b := range o.buyers {
 		for c, rs := range results[b] {
-			fmt.Printf("median buyers=%d %-14s selling_orders_per_s=%.0f attempts_per_s=%.0f p50_ms=%.1f p95_ms=%.1f p99_ms=%.1f\n",
+			fmt.Printf("median buyers=%d %-14s selling_orders_per_s=%.0f attempts_per_s=%.0f p50_ms=%.1f p95_ms=%.1f p99_ms=%.1f "+
+				"cpu_us_per_attempt server=%.0f pg=%.0f redis=%.0f others_cpu_pct=%.0f\n",
 				b, c, medianSelling(rs), medianStream(rs),
-				medianOf(rs, func(r runResult) float64 { return ms(r.p50) }),
-				medianOf(rs, func(r runResult) float64 { return ms(r.p95) }),
-				medianOf(rs, func(r runResult) float64 { return ms(r.p99) }))
+				medianOf(rs, func(r runResult) float64 { return ms(r.p50) }), p95(rs),
+				medianOf(rs, func(r runResult) float64 { return ms(r.p99) }),
+				cpu(rs, serverCPU), cpu(rs, pgCPU), cpu(rs, redisCPU), medianOf(rs, runResult.othersPct))
 		}
 	}
 	fmt.Printf("RESULT confirmed=%d oversold=%d duplicate_orders=%d orders_per_s=%.0f selling_speedup=%.2f speedup=%.2f "+
-		"p50_ms=%.1f p95_ms=%.1f p99_ms=%.1f p95_500_ms=%.1f\n",
+		"p50_ms=%.1f p95_ms=%.1f p99_ms=%.1f p95_500_ms=%.1f floor_orders_per_s=%.0f floor_p95_ms=%.1f "+
+		"floor_p95_500_ms=%.1f selling_vs_floor=%.2f p95_vs_floor=%.2f p95_500_vs_floor=%.2f "+
+		"server_cpu_us=%.0f floor_cpu_us=%.0f pg_cpu_us=%.0f floor_pg_cpu_us=%.0f\n",
 		confirmed, oversold, duplicates, medianSelling(opt), ratio(medianSelling(opt), baseSelling),
 		ratio(medianStream(opt), baseStream),
-		medianOf(opt, func(r runResult) float64 { return ms(r.p50) }),
-		medianOf(opt, func(r runResult) float64 { return ms(r.p95) }),
-		medianOf(opt, func(r runResult) float64 { return ms(r.p99) }), p95of500)
+		medianOf(opt, func(r runResult) float64 { return ms(r.p50) }), p95(opt),
+		medianOf(opt, func(r runResult) float64 { return ms(r.p99) }), p95of500,
+		medianSelling(flr), p95(flr), floorP95of500,
+		ratio(medianSelling(opt), medianSelling(flr)), ratio(p95(opt), p95(flr)), ratio(p95of500, floorP95of500),
+		cpu(opt, func(c cpuSample) time.Duration { return c.server + c.redis }),
+		cpu(flr, serverCPU), cpu(opt, pgCPU), cpu(flr, pgCPU))
 	if oversold > 0 || duplicates > 0 || wrong > 0 || missing > 0 || confirmed != o.stock {
 		return fmt.Errorf("correctness: confirmed %d of %d (fewest in a run), oversold %d, duplicate orders %d, "+
 			"wrong replays %d, confirmed orders missing from the database %d", confirmed, o.stock, oversold, duplicates, wrong, missing)

@@ -63,8 +63,14 @@ func startStack(ctx context.Context, o options) (_ *stack, err error) {
 	}()
 	logger := slog.New(slog.DiscardHandler)
 	// Durable, as in production: fsync and synchronous_commit on (a commit waits for its WAL flush).
+	settings := map[string]string{"max_connections": "200"}
+	if o.pgStats {
+		settings["shared_preload_libraries"] = "pg_stat_statements"
+		settings["pg_stat_statements.track"] = "all"
+		settings["track_wal_io_timing"] = "on"
+	}
 	if st.pg, err = pglocal.Start(ctx, pglocal.Config{Dir: filepath.Join(dir, "pg"), Logger: logger,
-		Settings: map[string]string{"max_connections": "200"}}); err != nil {
+		Settings: settings}); err != nil {
 		return st, err
 	}
 	if st.redis, err = redislocal.Start(ctx, redislocal.Config{Dir: filepath.Join(dir, "redis"), Ephemeral: true, Logger: logger}); err != nil {
@@ -86,6 +92,11 @@ func startStack(ctx context.Context, o options) (_ *stack, err error) {
 	}
 	if st.pool, err = postgres.Open(ctx, st.dbURL, postgres.PoolConfig{MaxConns: 4}); err != nil {
 		return st, err
+	}
+	if o.pgStats {
+		if _, err := st.pool.Exec(ctx, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"); err != nil {
+			return st, err
+		}
 	}
 
 	start := time.Now()
@@ -144,13 +155,17 @@ func (st *stack) stop(keep bool) {
 	}
 }
 
-// newDrop creates a drop live since a second, for an hour.
-func (st *stack) newDrop(ctx context.Context, stock, maxPerUser int) (int64, error) {
+// newDrop creates a drop live since a second, for an hour; for the floor also its floor_drops row
+// (the floor creates that table when it starts).
+func (st *stack) newDrop(ctx context.Context, stock, maxPerUser int, floor bool) (int64, error) {
 	var id int64
 	err := st.pool.QueryRow(ctx, `INSERT INTO drops (creator_id, product_id, start_time, end_time, initial_stock,
        stock_count, max_per_user, status)
 VALUES ($1, $2, now() - interval '1 second', now() + interval '1 hour', $3, $3, $4, 'live') RETURNING drop_id`,
 		st.creatorID, st.productID, stock, maxPerUser).Scan(&id)
+	if err == nil && floor {
+		_, err = st.pool.Exec(ctx, `INSERT INTO floor_drops (drop_id, stock) VALUES ($1, $2)`, id, stock)
+	}
 	return id, err
 }
 
@@ -159,21 +174,33 @@ type books struct {
 	stock, confirmed, orders, keysWithTwo int
 }
 
-func (st *stack) books(ctx context.Context, dropID int64) (books, error) {
+func (st *stack) books(ctx context.Context, dropID int64, floor bool) (books, error) {
 	var b books
-	err := st.pool.QueryRow(ctx, `SELECT d.stock_count,
+	q := `SELECT d.stock_count,
        (SELECT coalesce(sum(quantity), 0) FROM orders WHERE drop_id = d.drop_id AND status = 'confirmed'),
        (SELECT count(*) FROM orders WHERE drop_id = d.drop_id AND status = 'confirmed'),
        (SELECT count(*) FROM (SELECT 1 FROM orders WHERE drop_id = d.drop_id
                               GROUP BY user_id, idempotency_key HAVING count(*) > 1) AS x)
-FROM drops d WHERE d.drop_id = $1`, dropID).Scan(&b.stock, &b.confirmed, &b.orders, &b.keysWithTwo)
+FROM drops d WHERE d.drop_id = $1`
+	if floor {
+		q = `SELECT d.stock,
+       (SELECT coalesce(sum(quantity), 0) FROM floor_orders WHERE drop_id = d.drop_id),
+       (SELECT count(*) FROM floor_orders WHERE drop_id = d.drop_id),
+       (SELECT count(*) FROM (SELECT 1 FROM floor_orders WHERE drop_id = d.drop_id
+                              GROUP BY user_id, idempotency_key HAVING count(*) > 1) AS x)
+FROM floor_drops d WHERE d.drop_id = $1`
+	}
+	err := st.pool.QueryRow(ctx, q, dropID).Scan(&b.stock, &b.confirmed, &b.orders, &b.keysWithTwo)
 	return b, err
 }
 
 // hasOrders reports which of ids are orders of dropID.
-func (st *stack) hasOrders(ctx context.Context, dropID int64, ids []int64) (int, error) {
+func (st *stack) hasOrders(ctx context.Context, dropID int64, ids []int64, floor bool) (int, error) {
+	q := `SELECT count(*) FROM orders WHERE drop_id = $1 AND order_id = ANY($2) AND status = 'confirmed'`
+	if floor {
+		q = `SELECT count(*) FROM floor_orders WHERE drop_id = $1 AND order_id = ANY($2)`
+	}
 	var n int
-	err := st.pool.QueryRow(ctx, `SELECT count(*) FROM orders WHERE drop_id = $1 AND order_id = ANY($2) AND status = 'confirmed'`,
-		dropID, ids).Scan(&n)
+	err := st.pool.QueryRow(ctx, q, dropID, ids).Scan(&n)
 	return n, err
 }

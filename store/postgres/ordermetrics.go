@@ -19,7 +19,9 @@ type orderMetrics struct {
 	lockWait      *prometheus.HistogramVec // mode
 	batchWait     prometheus.Histogram
 	batchSize     prometheus.Histogram
-	rejections    *prometheus.CounterVec // reason, source
+	batchTx       prometheus.Histogram
+	batchStage    *prometheus.HistogramVec // stage
+	rejections    *prometheus.CounterVec   // reason, source
 	batchRetries  prometheus.Counter
 	invalidations *prometheus.CounterVec // result
 }
@@ -34,8 +36,8 @@ func newOrderMetrics(reg prometheus.Registerer) (*orderMetrics, error) {
 		}, []string{"outcome"}),
 		lockWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "livedrops", Subsystem: "order", Name: "lock_wait_seconds",
-			Help: "Time for the first round trip of an order (single) or batch (batched) transaction, " +
-				"which waits for the drop's row lock: the database contention.",
+			Help: "Time for the round trip that waits for the drop's row lock: the first of an order's " +
+				"transaction (single), the write of a batch (batched): the database contention.",
 			Buckets: latency,
 		}, []string{"mode"}),
 		batchWait: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -48,6 +50,19 @@ func newOrderMetrics(reg prometheus.Registerer) (*orderMetrics, error) {
 			Help:    "Orders per batched transaction.",
 			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500},
 		}),
+		batchTx: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "livedrops", Subsystem: "order", Name: "batch_tx_seconds",
+			Help:    "Time of one batched transaction, from taking the connection to the commit's answer (both round trips and the commit's flush).",
+			Buckets: latency,
+		}),
+		batchStage: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "livedrops", Subsystem: "order", Name: "batch_stage_seconds",
+			Help: "Time of each stage of a batch: read (one round trip, a snapshot of the drop, the buyers' totals, " +
+				"the keys, the users, and order ids, while the previous batch may still be writing), wait (for " +
+				"the previous batch to commit), decide (in Go), write (one round trip: the stock under the " +
+				"row lock, the orders, the outbox, the totals, the commit's flush).",
+			Buckets: latency,
+		}, []string{"stage"}),
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "livedrops", Subsystem: "order", Name: "rejections_total",
 			Help: "Orders refused, by reason (sold_out, drop_not_live, limit_exceeded, not_found, ...) and by " +
@@ -69,6 +84,9 @@ func newOrderMetrics(reg prometheus.Registerer) (*orderMetrics, error) {
 	}
 	m.lockWait.WithLabelValues(string(OrderModeSingle))
 	m.lockWait.WithLabelValues(string(OrderModeBatched))
+	for _, stage := range []string{"read", "wait", "decide", "write"} {
+		m.batchStage.WithLabelValues(stage)
+	}
 	m.rejections.WithLabelValues(store.Code(store.ErrSoldOut), "database")
 	m.rejections.WithLabelValues(store.Code(store.ErrSoldOut), "memory")
 	m.invalidations.WithLabelValues("ok")
@@ -77,7 +95,7 @@ func newOrderMetrics(reg prometheus.Registerer) (*orderMetrics, error) {
 		return m, nil
 	}
 	return m, errors.Join(reg.Register(m.duration), reg.Register(m.lockWait), reg.Register(m.batchWait),
-		reg.Register(m.batchSize), reg.Register(m.rejections), reg.Register(m.batchRetries),
+		reg.Register(m.batchSize), reg.Register(m.batchTx), reg.Register(m.batchStage), reg.Register(m.rejections), reg.Register(m.batchRetries),
 		reg.Register(m.invalidations))
 }
 

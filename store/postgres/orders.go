@@ -354,7 +354,7 @@ func (d dropState) stockEvents(old, new int) []fanout.Event {
 
 // confirmedEvent is the order.confirmed event of ord.
 func (d dropState) confirmedEvent(ord store.Order) (fanout.Event, error) {
-	data, err := json.Marshal(ord)
+	data, err := ord.MarshalJSON()
 	if err != nil {
 		return fanout.Event{}, err
 	}

@@ -912,7 +912,12 @@ func TestOrderMetrics(t *testing.T) {
 		{"livedrops_order_rejections_total", map[string]string{"reason": "limit_exceeded", "source": "database"}, 1},
 		{"livedrops_order_batch_size", nil, 3},
 		{"livedrops_order_batch_wait_seconds", nil, 3},
-		{"livedrops_order_lock_wait_seconds", map[string]string{"mode": "batched"}, 3},
+		// Every batch reads a snapshot; only the one that wrote took the drop's row lock (the replay and
+		// the refusal wrote nothing).
+		{"livedrops_order_batch_stage_seconds", map[string]string{"stage": "read"}, 3},
+		{"livedrops_order_batch_stage_seconds", map[string]string{"stage": "write"}, 1},
+		{"livedrops_order_lock_wait_seconds", map[string]string{"mode": "batched"}, 1},
+		{"livedrops_order_batch_tx_seconds", nil, 1},
 	}
 	for _, tc := range tests {
 		if got := metricValue(t, reg, tc.name, tc.labels); got != tc.want {
@@ -1011,4 +1016,95 @@ func TestLaneIdles(t *testing.T) {
 			return goleak.Find(ignore, goleak.IgnoreAnyFunction("github.com/jackc/puddle/v2.(*Pool[...]).createIdleResources"))
 		})
 	}
+}
+
+// TestPipelinedKeysAcrossProcesses: two batched stores (two API processes) sell one drop while each
+// buyer sends every key to both at once, and again after the answer: each key holds one order, both
+// copies answer it (one of them as a replay), a retry answers what the key got, a refusal stays a
+// refusal, and nothing is oversold. The pipelines of both stores see each other's commits as stale
+// snapshots and run those batches again under the row lock.
+func TestPipelinedKeysAcrossProcesses(t *testing.T) {
+	w := newOrderWorld(t)
+	ctx := testContext(t)
+	url := w.pool.Config().ConnString()
+	var stores []*postgres.Orders
+	first := prometheus.NewRegistry()
+	reg := first
+	for range 2 {
+		pool, err := postgres.Open(ctx, url, postgres.PoolConfig{MaxConns: 6})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		stores = append(stores, newOrders(t, pool, postgres.OrdersConfig{Registerer: reg}))
+		reg = prometheus.NewRegistry()
+	}
+	const stock, buyers = 150, 120
+	dropID := w.drop(t, dropSpec{stock: stock, maxPerUser: 2})
+	users := w.users(t, buyers)
+	type outcome struct {
+		placed store.Placed
+		err    error
+	}
+	var mu sync.Mutex
+	sold := map[int64]bool{} // order ids answered
+	var wg sync.WaitGroup
+	for _, u := range users {
+		wg.Go(func() {
+			for attempt := 0; attempt < 4; attempt++ {
+				req := store.PlaceOrder{UserID: u, DropID: dropID, Quantity: 1, IdempotencyKey: fmt.Sprint("k", attempt)}
+				var both [2]outcome
+				var pair sync.WaitGroup
+				for i := range stores {
+					pair.Go(func() {
+						p, err := stores[i].PlaceOrder(ctx, req)
+						both[i] = outcome{p, err}
+					})
+				}
+				pair.Wait()
+				a, b := both[0], both[1]
+				switch {
+				case a.err == nil && b.err == nil:
+					if a.placed.Order.ID != b.placed.Order.ID || a.placed.Replayed == b.placed.Replayed {
+						t.Errorf("user %d key %s: answered %+v and %+v, want one order, one of them replayed", u, req.IdempotencyKey, a.placed, b.placed)
+						return
+					}
+				case a.err == nil || b.err == nil:
+					t.Errorf("user %d key %s: one copy ordered (%v), the other refused (%v)", u, req.IdempotencyKey, a, b)
+					return
+				case store.Code(a.err) == "" || store.Code(a.err) != store.Code(b.err):
+					t.Errorf("user %d key %s: refusals %v and %v", u, req.IdempotencyKey, a.err, b.err)
+					return
+				}
+				// A retry answers what the key got.
+				again, err := stores[attempt%2].PlaceOrder(ctx, req)
+				switch {
+				case a.err == nil && (err != nil || again.Order.ID != a.placed.Order.ID || !again.Replayed):
+					t.Errorf("user %d key %s: retry answered %+v, %v; want order %d replayed", u, req.IdempotencyKey, again, err, a.placed.Order.ID)
+					return
+				case a.err != nil && err == nil:
+					t.Errorf("user %d key %s: refused with %v, then ordered on retry (%+v)", u, req.IdempotencyKey, a.err, again)
+					return
+				}
+				if a.err == nil {
+					mu.Lock()
+					sold[a.placed.Order.ID] = true
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	a := checkBooks(t, w.pool, dropID)
+	if a.confirmed != len(sold) || a.confirmed > stock {
+		t.Errorf("the database holds %d confirmed units, buyers were told of %d orders, stock %d", a.confirmed, len(sold), stock)
+	}
+	if n := queryInt(t, w.pool, `SELECT count(*) FROM (SELECT 1 FROM orders WHERE drop_id = $1
+GROUP BY user_id, idempotency_key HAVING count(*) > 1) AS x`, dropID); n != 0 {
+		t.Errorf("%d keys hold more than one order", n)
+	}
+	if n := queryInt(t, w.pool, `SELECT count(*) FROM drop_purchases WHERE drop_id = $1 AND quantity > 2`, dropID); n != 0 {
+		t.Errorf("%d buyers above max_per_user", n)
+	}
+	t.Logf("batches run again under the row lock in the first store: %v", metricValue(t, first, "livedrops_order_batch_retries_total", nil))
 }

@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -34,7 +33,7 @@ func InsertEvents(ctx context.Context, tx execer, events ...fanout.Event) error 
 			return fmt.Errorf("insert events: %w", err)
 		}
 		ev.ID = ""
-		b, err := json.Marshal(ev)
+		b, err := ev.MarshalJSON() // what json.Marshal writes, without compacting it a second time
 		if err != nil {
 			return fmt.Errorf("insert events: encode %s: %w", ev.Type, err)
 		}
