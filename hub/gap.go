@@ -117,6 +117,11 @@ func (h *Hub) refill(from *string) {
 		}
 	}()
 	err := h.refillLoop(ctx, from, t0)
+	select {
+	case <-h.stop:
+		return // shutting down: every socket is closed already
+	default:
+	}
 	if err == nil {
 		return
 	}
