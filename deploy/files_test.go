@@ -556,7 +556,7 @@ func TestDashboardShape(t *testing.T) {
 			}
 		}
 	}
-	want := []string{"Overview", "Connections", "Delivery", "Orders", "Relay and push", "Runtime"}
+	want := []string{"Overview", "Connections", "Delivery", "Orders", "Relay and push", "Runtime", "Hub internals"}
 	if !slices.Equal(rows, want) {
 		t.Errorf("rows %v, want %v", rows, want)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/livedrops/livedrops/fanout"
 )
@@ -19,7 +20,8 @@ type frame struct {
 	id     string // event id; "" for control frames
 	ts     time.Time
 	dropID int64
-	replay bool // written by a resume (never taken for a duplicate)
+	replay bool   // written by a resume (never taken for a duplicate)
+	seq    uint64 // stream sequence, when read from the stream (a resume, a refill); 0 when live
 
 	ws      []byte                 // the WebSocket text message; nil: nothing to write on a WebSocket
 	raw     []byte                 // a whole WebSocket control frame (ping, pong), written as it is
@@ -106,9 +108,11 @@ type conn struct {
 	userID int64
 	u      *user
 	sse    bool
+	worker int32           // the fan-out worker that writes its events (dispatch.go)
 	ws     *websocket.Conn // nil for SSE
 	tr     *hijacked       // nil until the transport exists
 	stamp  atomic.Uint64   // last event collected for this socket (fan-out dedupe)
+	floor  atomic.Uint64   // stream sequence up to which its resume replayed its subjects (gap.go)
 
 	mu      sync.Mutex
 	closed  bool
@@ -124,12 +128,38 @@ type conn struct {
 
 	pingAt atomic.Int64 // unix ns of the last keep-alive ping, 0 before the first
 	pongAt atomic.Int64 // unix ns of the last pong
+
+	frames *rate.Limiter // the client's frames (Config.FrameRate); made at its first frame
+
+	expires int64 // unix ns at which its token stops verifying; 0: not known (expiry.go)
+	expIdx  int32 // its index in the hub's expiry heap, -1 when not in it
+}
+
+// allowFrame takes a token of the socket's frame bucket; false means the client is over its rate. Called
+// by the socket's reader only (its messages, and its pings from within the read).
+func (c *conn) allowFrame(kind int) bool {
+	c.h.m.frames[kind].Inc()
+	if c.h.cfg.FrameRate < 0 {
+		return true
+	}
+	if c.frames == nil {
+		c.frames = rate.NewLimiter(rate.Limit(c.h.cfg.FrameRate), c.h.cfg.FrameBurst)
+	}
+	return c.frames.Allow()
+}
+
+// isClosed reports whether c is closed (or closing).
+func (c *conn) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
 }
 
 // newConn returns a socket in setup: it holds the writer role, so events queue until serve releases it.
 func (h *Hub) newConn(userID int64, sse bool) *conn {
 	seq := h.connSeq.Add(1)
-	return &conn{h: h, id: newConnID(seq), seq: seq, userID: userID, sse: sse, writing: true}
+	return &conn{h: h, id: newConnID(seq), seq: seq, userID: userID, sse: sse, writing: true,
+		worker: int32(seq % uint64(len(h.queues))), expIdx: -1}
 }
 
 // attach gives c its transport once the connection is taken over. A socket closed meanwhile (a drain)
@@ -158,7 +188,9 @@ func (c *conn) transport() string {
 // workers and by c's own reader; it never waits for the peer.
 func (c *conn) offer(f *frame) {
 	c.mu.Lock()
-	if c.closed {
+	if c.closed || f.seq > 0 && !f.replay && c.floor.Load() >= f.seq {
+		// Closed, or a refilled event that the socket's own resume covered (start sets the floor,
+		// then drops such events from the queue, both before it takes c.mu).
 		c.mu.Unlock()
 		return
 	}
@@ -391,6 +423,9 @@ func (c *conn) cut() {
 
 // unregister takes c out of every index and drops its interest. Safe to call twice.
 func (h *Hub) unregister(c *conn) {
+	if c.expires != 0 {
+		h.expiries.untrack(c)
+	}
 	c.imu.Lock()
 	if c.gone {
 		c.imu.Unlock()

@@ -18,12 +18,18 @@
 //
 // Fan-out: an event is decoded once, its bytes are shared by every recipient (the WebSocket frame and the
 // SSE record, each built once on first use), and the recipients are split into chunks that a few worker
-// goroutines write in place, one write system call per socket. Each socket has a bounded queue used only
+// goroutines write in place, one write system call per socket; each socket belongs to one worker, so it
+// gets its events in the stream's order (dispatch.go). Each socket has a bounded queue used only
 // while it is busy; the hijacked connection never blocks a worker (transport.go): a socket whose kernel
 // buffer is full gets a goroutine of its own until it catches up or stalls past Config.WriteTimeout.
 // stock.changed is coalesced to the newest value per drop for a busy socket; any other event that does
 // not fit closes the socket with CloseSlowReader, so its client resumes. Every drop and disconnect is
 // counted. Keep-alive pings are frames like any other (keepalive.go).
+//
+// Gaps (gap.go): what is published while the hub's NATS connection is down or moving to another node
+// never reaches its core subscriptions. After a reconnection the hub holds the live stream back, reads
+// the gap from JetStream for every subject it holds and delivers it in order, each event once, then
+// goes on live; if it cannot, it closes every socket with a reconnect code so that clients resume.
 //
 // Resume (resume.go): a socket that connects with ?since=<event id> (or Last-Event-ID) buffers its live
 // events, replays from JetStream what it missed on its subjects (resumes arriving together share the
@@ -44,9 +50,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
 )
 
-// Verifier checks a bearer token and returns its user id (*auth.Tokens satisfies it).
+// Verifier checks a bearer token and returns its user id (*auth.Tokens satisfies it). A Verifier that is
+// also an ExpiringVerifier has its sockets closed when their token expires (expiry.go).
 type Verifier interface {
 	Verify(token string) (userID int64, err error)
 }
@@ -69,9 +77,12 @@ type Sequences interface {
 	StreamSeq(ctx context.Context, eventID string) (uint64, error)
 }
 
-// Bus delivers live messages: deliver is called with each message published on subject, one call at a
-// time, in order, until unsubscribe is called. Flush returns once every earlier Subscribe is in force
-// at the server. (fanout/jetstream.Subscriber implements it over core NATS.)
+// Bus delivers live messages: deliver is called with each message published on subject until
+// unsubscribe is called, one call at a time across every subscription, in the order the messages
+// arrived (the order each socket gets its events in). Flush returns once every earlier Subscribe is in
+// force at the server. A Bus may also count its reconnections (Reconnects() uint64) and tell whether it
+// is connected (Connected() bool): the hub then refills from the stream what a reconnection lost
+// (gap.go). (fanout/jetstream.Subscriber implements all of it over core NATS.)
 type Bus interface {
 	Subscribe(subject string, deliver func(subject string, data []byte)) (unsubscribe func() error, err error)
 	Flush(ctx context.Context) error
@@ -110,6 +121,14 @@ type Config struct {
 	MaxWatches int
 	// ReadLimit is the largest client frame in bytes. Default 1024.
 	ReadLimit int64
+	// FrameRate is how many frames a second a client may send on one WebSocket (its messages and
+	// pings, a token bucket per socket), with bursts of FrameBurst; a socket over it is closed with
+	// CloseTooManyFrames. Defaults 20 and 40; a negative FrameRate: no limit.
+	FrameRate  float64
+	FrameBurst int
+	// NotFoundTTL is how long the hub remembers that a drop does not exist, so that watches of unknown
+	// drops do not each cost a lookup. Default 2s.
+	NotFoundTTL time.Duration
 	// QueueLen is how many frames may wait for a busy socket before it is a slow reader. Default 256.
 	QueueLen int
 	// WriteTimeout is how long a socket whose kernel buffer is full may take nothing before it is closed
@@ -122,7 +141,8 @@ type Config struct {
 	// PongTimeout is how long a WebSocket ping may wait for its pong before the peer counts as dead.
 	// Default 15s.
 	PongTimeout time.Duration
-	// Workers is the number of fan-out writers. Default GOMAXPROCS.
+	// Workers is the number of fan-out writers; each socket belongs to one of them (its events are
+	// written in order). Default GOMAXPROCS, at most 256.
 	Workers int
 	// ChunkSize is how many recipients one worker writes as one batch. Default 128.
 	ChunkSize int
@@ -177,6 +197,10 @@ type Config struct {
 	// event (the relay publishes again after a failure; JetStream keeps one copy, live subscribers hear
 	// both). Default 16384.
 	RecentIDs int
+	// RefillLimit is the most events a refill of a gap in the live stream reads (gap.go), and the most
+	// live messages that may wait for it; past it every socket is closed so that its client resumes.
+	// Default 20000.
+	RefillLimit int
 	// InterestCheck is how often the hub measures which share of the creators that published lately
 	// has a local follower (Deps.Activity), to choose how it subscribes to creators. Default 30s.
 	InterestCheck time.Duration
@@ -208,12 +232,18 @@ func (c Config) withDefaults() Config {
 	if c.ReadLimit <= 0 {
 		c.ReadLimit = 1024
 	}
+	if c.FrameRate == 0 {
+		c.FrameRate = 20
+	}
+	def(&c.FrameBurst, 40)
+	defDur(&c.NotFoundTTL, 2*time.Second)
 	def(&c.QueueLen, 256)
 	defDur(&c.WriteTimeout, 5*time.Second)
 	def(&c.BacklogBytes, 64<<10)
 	defDur(&c.KeepAlive, 25*time.Second)
 	defDur(&c.PongTimeout, 15*time.Second)
 	def(&c.Workers, runtime.GOMAXPROCS(0))
+	c.Workers = min(c.Workers, maxWorkers)
 	def(&c.ChunkSize, 128)
 	def(&c.Shards, 64)
 	defDur(&c.ReplayWindow, 10*time.Minute)
@@ -238,6 +268,7 @@ func (c Config) withDefaults() Config {
 	defDur(&c.PresenceHeartbeat, 10*time.Second)
 	defDur(&c.PresenceRefresh, 20*time.Minute)
 	def(&c.RecentIDs, 16384)
+	def(&c.RefillLimit, 20000)
 	defDur(&c.InterestCheck, 30*time.Second)
 	if c.WildcardAbove <= 0 || c.WildcardAbove > 1 {
 		c.WildcardAbove = 0.5
@@ -278,7 +309,7 @@ type Hub struct {
 
 	reg        *registry
 	interest   *interest
-	jobs       chan job
+	queues     []workerQueue // one per fan-out worker
 	evSeq      atomic.Uint64
 	connSeq    atomic.Uint64
 	replays    chan *replayReq // resumes waiting for a replay read
@@ -293,9 +324,14 @@ type Hub struct {
 	recent       *recentIDs // the last event ids delivered, to drop re-publications
 	dropCreators sync.Map   // drop id -> creator id (a drop never changes creator)
 	dropCacheN   counter
+	dropMisses   sync.Map // drop id -> unix ns until which it is known not to exist
+	dropMissN    counter
+	dropLookups  singleflight.Group
 	seqCache     *seqCache
 
 	presence *presenceTracker
+	gap      gapState
+	expiries expiries
 
 	draining atomic.Bool
 	stop     chan struct{}
@@ -336,7 +372,7 @@ func New(cfg Config, deps Deps) (*Hub, error) {
 		log:      deps.Logger,
 		m:        m,
 		reg:      newRegistry(cfg.Shards),
-		jobs:     make(chan job, 4096),
+		queues:   make([]workerQueue, cfg.Workers),
 		replays:  make(chan *replayReq, cfg.MaxSetups),
 		setups:   make(chan struct{}, cfg.MaxSetups),
 		loads:    make(chan *user, cfg.MaxSetups),
@@ -347,10 +383,12 @@ func New(cfg Config, deps Deps) (*Hub, error) {
 	}
 	h.interest = newInterest(cfg.Shards, deps.Bus, h.deliver, m)
 	h.flushes.gen = &h.interest.gen
+	h.gap.epoch.Store(h.flushes.busReconnects())
 	h.presence = newPresenceTracker(h)
-	for range cfg.Workers {
+	for i := range h.queues {
+		h.queues[i].jobs = make(chan job, 4096)
 		h.bg.Add(1)
-		go h.worker()
+		go h.worker(&h.queues[i])
 	}
 	for range cfg.SetupLoaders {
 		h.bg.Add(1)
@@ -368,7 +406,8 @@ func New(cfg Config, deps Deps) (*Hub, error) {
 		h.bg.Add(1)
 		go h.releaseLoop()
 	}
-	h.bg.Add(2)
+	h.bg.Add(3)
+	go h.expiryLoop()
 	go h.keepAliveLoop()
 	go h.presence.loop()
 	return h, nil

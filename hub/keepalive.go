@@ -46,6 +46,7 @@ func (h *Hub) keepAliveLoop() {
 		if h.draining.Load() {
 			continue
 		}
+		h.checkGap()
 		slot = (slot + 1) % slots
 		now := h.cfg.Now().UnixNano()
 		buf = h.reg.shardConns((slot-lag+slots)%slots, buf[:0])

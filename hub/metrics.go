@@ -18,6 +18,9 @@ const (
 	reasonBadFrame   = "bad_frame"
 	reasonDrain      = "drain"
 	reasonSetup      = "setup_error" // follows could not be loaded
+	reasonGap        = "stream_gap"  // events were missed and could not be refilled (gap.go)
+	reasonFrameRate  = "frame_rate"  // the client sent frames faster than Config.FrameRate
+	reasonExpired    = "token_expired"
 )
 
 // Reasons an event does not reach a socket, the label of livedrops_hub_events_dropped_total.
@@ -49,6 +52,28 @@ const (
 	resumeError     = "error"
 	resumeNoReplay  = "unavailable" // the hub has no replayer
 )
+
+// Results of a drop lookup (a watch), the label of livedrops_hub_drop_lookups_total.
+const (
+	lookupHit        = iota // the creator was cached
+	lookupMissCached        // the drop is known not to exist (Config.NotFoundTTL)
+	lookupFound             // the store found it
+	lookupNotFound          // the store did not
+	lookupError             // the store failed
+)
+
+var lookupResults = [...]string{"hit", "miss_cached", "found", "not_found", "error"}
+
+// Client frames, the label of livedrops_hub_client_frames_total.
+const (
+	frameWatch   = iota // {"op":"watch"}
+	frameUnwatch        // {"op":"unwatch"}
+	framePing           // {"op":"ping"}
+	frameWSPing         // a WebSocket ping frame
+	frameBad            // anything the protocol does not allow
+)
+
+var frameKinds = [...]string{"watch", "unwatch", "ping", "ws_ping", "bad"}
 
 // eventTypes are the label values of the per-type series, indexed by typeIndex.
 var eventTypes = [...]fanout.Type{
@@ -93,6 +118,11 @@ type metrics struct {
 	interestSwitches *prometheus.CounterVec
 	collections      *prometheus.CounterVec
 	bursts           prometheus.Counter
+	gaps             *prometheus.CounterVec
+	dropLookups      [len(lookupResults)]prometheus.Counter
+	frames           [len(frameKinds)]prometheus.Counter
+	refilled         prometheus.Counter
+	refillSeconds    prometheus.Histogram
 }
 
 // Stages of a socket's setup, the label of livedrops_hub_setup_seconds.
@@ -163,6 +193,27 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			"the OS), quiet (the heap grew and no fan-out ran)."}, []string{"why"})
 	m.bursts = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "connect_bursts_total",
 		Help: "Connect bursts that filled the setup stage, during which GOGC was raised."})
+	m.gaps = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "stream_gaps_total",
+		Help: "Gaps in the live stream (the NATS connection was re-established), by outcome: refilled from the " +
+			"stream, or closed (every socket closed so that its client resumes)."}, []string{"outcome"})
+	m.refilled = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "refilled_events_total",
+		Help: "Events a gap refill delivered from the stream (a live copy that came meanwhile is then dropped as a duplicate)."})
+	m.refillSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "refill_seconds",
+		Help:    "Time from a gap's discovery to live delivery again.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}})
+	lookups := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "drop_lookups_total",
+		Help: "Lookups of a watched drop's creator, by result: hit (cached), miss_cached (known not to exist), " +
+			"found, not_found (asked the store), error."}, []string{"result"})
+	for i, r := range lookupResults {
+		m.dropLookups[i] = lookups.WithLabelValues(r)
+	}
+	frames := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "client_frames_total",
+		Help: "Frames clients sent on WebSockets, by kind (watch, unwatch, ping, ws_ping, bad)."}, []string{"kind"})
+	for i, k := range frameKinds {
+		m.frames[i] = frames.WithLabelValues(k)
+	}
+	m.gaps.WithLabelValues(gapRefilled)
+	m.gaps.WithLabelValues(gapClosed)
 	m.collections.WithLabelValues("burst")
 	m.collections.WithLabelValues("quiet")
 	m.interestSwitches.WithLabelValues("wildcard")
@@ -180,7 +231,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.latency[i] = latency.WithLabelValues(string(t))
 		m.received.WithLabelValues(string(t))
 	}
-	for _, r := range []string{reasonClient, reasonSlowReader, reasonWriteError, reasonKeepAlive, reasonBadFrame, reasonDrain, reasonSetup} {
+	for _, r := range []string{reasonClient, reasonSlowReader, reasonWriteError, reasonKeepAlive, reasonBadFrame, reasonDrain, reasonSetup, reasonGap, reasonFrameRate, reasonExpired} {
 		m.disconnects.WithLabelValues(r)
 	}
 	for _, r := range []string{dropCoalesced, dropSlowReader, dropClosed, dropMalformed, dropDuplicate} {
@@ -198,7 +249,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range []prometheus.Collector{m.sockets, m.subscriptions, m.queued, m.slowSockets, m.received, written,
 		latency, m.dropped, m.disconnects, m.refused, m.resumes, m.replayed, m.resumeSeconds, setup,
 		m.settingUp, m.flushes, m.flushWaiters, m.loadBatch, m.loadsWaiting, m.replayBatch, m.confirmSkipped, m.ignored, m.interestMode,
-		m.interestShare, m.interestSwitches, m.collections, m.bursts} {
+		m.interestShare, m.interestSwitches, m.collections, m.bursts, m.gaps, m.refilled, m.refillSeconds, lookups, frames} {
 		errs = append(errs, reg.Register(c))
 	}
 	if err := errors.Join(errs...); err != nil {

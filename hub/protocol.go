@@ -30,6 +30,9 @@ const (
 	CloseUnauthorized = 4401
 	// CloseForbidden: the page's Origin is not allowed. Do not reconnect.
 	CloseForbidden = 4403
+	// CloseTooManyFrames: the client sent frames faster than the hub allows (Config.FrameRate, with
+	// bursts of Config.FrameBurst). Do not reconnect before sending fewer.
+	CloseTooManyFrames = 4408
 	// CloseTooManySockets: the user already holds the most sockets allowed on this hub. Do not reconnect
 	// before closing another.
 	CloseTooManySockets = 4429

@@ -69,6 +69,11 @@ func (h *Hub) resume(ctx context.Context, c *conn, since string) (recovered bool
 		return false, nil
 	}
 	outcome = resumeRecovered
+	floor := seq
+	for _, f := range res.frames {
+		floor = max(floor, f.seq)
+	}
+	c.floor.Store(floor)
 	return true, res.frames
 }
 
@@ -167,7 +172,7 @@ func (h *Hub) replayGroup(after uint64, g []*replayReq) {
 			h.m.dropped.WithLabelValues(dropMalformed).Inc()
 			return
 		}
-		f.replay = true
+		f.replay, f.seq = true, seq
 		msgs = append(msgs, replayed{seq: seq, subject: subject, f: f})
 	})
 	if err == nil && !complete && len(g) > 1 {

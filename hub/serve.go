@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -87,21 +88,46 @@ func (h *Hub) parseRequest(r *http.Request, lastEventID string) (connRequest, er
 
 var errTooManyWatches = errors.New("hub: too many watched drops")
 
-// dropCreator is the creator of dropID, cached (a drop never changes creator).
+// dropCreator is the creator of dropID, cached (a drop never changes creator); that a drop does not
+// exist is cached for Config.NotFoundTTL, and lookups of one drop at once share one query.
 func (h *Hub) dropCreator(ctx context.Context, dropID int64) (int64, error) {
 	if v, ok := h.dropCreators.Load(dropID); ok {
+		h.m.dropLookups[lookupHit].Inc()
 		return v.(int64), nil
 	}
-	creator, err := h.d.Drops.DropCreator(ctx, dropID)
-	if err != nil {
-		return 0, err
+	if v, ok := h.dropMisses.Load(dropID); ok {
+		if h.cfg.Now().UnixNano() < v.(int64) {
+			h.m.dropLookups[lookupMissCached].Inc()
+			return 0, fmt.Errorf("hub: drop %d: %w", dropID, store.ErrNotFound)
+		}
+		h.dropMisses.Delete(dropID)
 	}
-	if h.dropCacheN.Add(1) > 100_000 {
-		h.dropCreators.Clear()
-		h.dropCacheN.Store(0)
-	}
-	h.dropCreators.Store(dropID, creator)
-	return creator, nil
+	v, err, _ := h.dropLookups.Do(strconv.FormatInt(dropID, 10), func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.SetupTimeout)
+		defer cancel()
+		creator, err := h.d.Drops.DropCreator(ctx, dropID)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			h.m.dropLookups[lookupNotFound].Inc()
+			if h.dropMissN.Add(1) > 100_000 {
+				h.dropMisses.Clear()
+				h.dropMissN.Store(0)
+			}
+			h.dropMisses.Store(dropID, h.cfg.Now().Add(h.cfg.NotFoundTTL).UnixNano())
+			return int64(0), err
+		case err != nil:
+			h.m.dropLookups[lookupError].Inc()
+			return int64(0), err
+		}
+		h.m.dropLookups[lookupFound].Inc()
+		if h.dropCacheN.Add(1) > 100_000 {
+			h.dropCreators.Clear()
+			h.dropCacheN.Store(0)
+		}
+		h.dropCreators.Store(dropID, creator)
+		return creator, nil
+	})
+	return v.(int64), err
 }
 
 // watch makes c receive dropID's stock ticks and lifecycle.
@@ -206,7 +232,14 @@ func (h *Hub) start(ctx context.Context, c *conn, req connRequest, t0 time.Time)
 	q = append(q, hello)
 	q = append(q, early...)
 	q = append(q, replay...)
-	q = append(q, c.queue...)
+	floor := c.floor.Load()
+	for _, f := range c.queue {
+		if f.seq > 0 && f.seq <= floor {
+			h.m.queued.Dec() // a refilled event the replay covered (gap.go)
+			continue
+		}
+		q = append(q, f)
+	}
 	c.extra = len(replay)
 	if len(replay) > 0 {
 		c.skip = make(map[string]struct{}, len(replay))
@@ -215,6 +248,9 @@ func (h *Hub) start(ctx context.Context, c *conn, req connRequest, t0 time.Time)
 		}
 	}
 	c.queue = q
+	if c.expires != 0 && !c.closed {
+		h.expiries.track(c) // closeWith marks c closed under c.mu before it untracks it
+	}
 	c.mu.Unlock()
 	h.m.queued.Add(float64(1 + len(early) + len(replay)))
 	h.m.setup[stageTotal].Observe(h.cfg.Now().Sub(t0).Seconds())

@@ -46,7 +46,7 @@ func (h *Hub) ServeSSE(w http.ResponseWriter, r *http.Request) {
 		unauthorized(w, r, "a bearer token is required (Authorization header or access_token parameter)")
 		return
 	}
-	userID, err := h.d.Verifier.Verify(token)
+	userID, until, err := h.verify(token)
 	if err != nil {
 		h.m.refused.WithLabelValues(refuseBadToken).Inc()
 		unauthorized(w, r, "the token is invalid or expired")
@@ -76,6 +76,7 @@ func (h *Hub) ServeSSE(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	c := h.newConn(userID, true)
+	c.expires = until
 	err = h.join(ctx, c)
 	switch {
 	case errors.Is(err, errOverCap):

@@ -33,10 +33,10 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 		defer release()
 	}
 	originOK, _ := matchOrigin(r.Header.Get("Origin"), r.Host, h.cfg.AllowedOrigins)
-	var userID int64
+	var userID, until int64
 	var authErr error
 	if token != "" {
-		userID, authErr = h.d.Verifier.Verify(token)
+		userID, until, authErr = h.verify(token)
 	}
 	req, reqErr := h.parseRequest(r, "")
 
@@ -54,6 +54,10 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 			c := self.Load()
 			if c == nil {
 				return true // nothing else writes yet: coder/websocket answers
+			}
+			if !c.allowFrame(frameWSPing) {
+				c.closeWith(CloseTooManyFrames, "too many frames", reasonFrameRate, nil)
+				return false
 			}
 			c.offer(wsPong(payload))
 			return false
@@ -90,6 +94,7 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 
 	h.conns.Add(1) // for the setup here, then for the reader goroutine
 	c := h.newConn(userID, false)
+	c.expires = until
 	self.Store(c)
 	err = h.join(ctx, c)
 	if errors.Is(err, errOverCap) {
@@ -132,13 +137,29 @@ func (h *Hub) readWS(c *conn) {
 			}
 			break
 		}
+		if c.isClosed() {
+			continue // closing: what the client still sends is read (to end the handshake) and ignored
+		}
 		if typ != websocket.MessageText {
+			c.h.m.frames[frameBad].Inc()
 			c.closeWith(CloseBadFrame, "binary frames are not part of the protocol", reasonBadFrame, nil)
 			continue
 		}
 		f, err := ParseClientFrame(data)
 		if err != nil {
+			c.h.m.frames[frameBad].Inc()
 			c.closeWith(CloseBadFrame, "bad frame", reasonBadFrame, nil)
+			continue
+		}
+		kind := frameWatch
+		switch f.Op {
+		case OpUnwatch:
+			kind = frameUnwatch
+		case OpPing:
+			kind = framePing
+		}
+		if !c.allowFrame(kind) {
+			c.closeWith(CloseTooManyFrames, "too many frames", reasonFrameRate, nil)
 			continue
 		}
 		h.handleFrame(c, f)

@@ -51,6 +51,7 @@ export const CLOSE_CODES = {
   4400: { action: 'stop', why: 'bad frame' },
   4401: { action: 'token', why: 'unauthorized' },
   4403: { action: 'stop', why: 'origin not allowed' },
+  4408: { action: 'stop', why: 'too many frames' },
   4429: { action: 'stop', why: 'too many sockets' },
 }
 

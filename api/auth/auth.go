@@ -136,8 +136,15 @@ func (t *Tokens) Mint(userID int64, ttl time.Duration) (string, error) {
 
 // Verify checks a token and returns its user id. Every failure wraps ErrInvalidToken.
 func (t *Tokens) Verify(token string) (int64, error) {
+	id, _, err := t.VerifyExpiry(token)
+	return id, err
+}
+
+// VerifyExpiry is Verify that also returns until when the token verifies: its expiry plus the leeway,
+// the moment Verify starts refusing it (a hub closes an open socket then).
+func (t *Tokens) VerifyExpiry(token string) (userID int64, validUntil time.Time, err error) {
 	if t.shards == nil {
-		return t.verify(token)
+		return t.verifyClaims(token)
 	}
 	sh := &t.shards[maphash.String(t.seed, token)%cacheShards]
 	sh.mu.Lock()
@@ -145,16 +152,16 @@ func (t *Tokens) Verify(token string) (int64, error) {
 	sh.mu.Unlock()
 	if ok {
 		if t.cfg.Now().Before(v.until) {
-			return v.userID, nil
+			return v.userID, v.until, nil
 		}
 		sh.mu.Lock()
 		delete(sh.tokens, token)
 		sh.mu.Unlock()
-		return 0, fmt.Errorf("%w: token has expired", ErrInvalidToken)
+		return 0, time.Time{}, fmt.Errorf("%w: token has expired", ErrInvalidToken)
 	}
 	id, until, err := t.verifyClaims(token)
 	if err != nil {
-		return 0, err
+		return 0, time.Time{}, err
 	}
 	sh.mu.Lock()
 	if limit := max(1, t.cfg.CacheSize/cacheShards); len(sh.tokens) >= limit {
@@ -174,13 +181,7 @@ func (t *Tokens) Verify(token string) (int64, error) {
 	}
 	sh.tokens[token] = verified{userID: id, until: until}
 	sh.mu.Unlock()
-	return id, nil
-}
-
-// verify checks a token without the cache.
-func (t *Tokens) verify(token string) (int64, error) {
-	id, _, err := t.verifyClaims(token)
-	return id, err
+	return id, until, nil
 }
 
 // verifyClaims checks a token and returns its user id and the last moment it is valid.

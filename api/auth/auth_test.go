@@ -217,3 +217,29 @@ func TestVerifyCache(t *testing.T) {
 		})
 	}
 }
+
+// VerifyExpiry says until when a token verifies: its expiry plus the leeway, after which Verify refuses it.
+func TestVerifyExpiry(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	clock := now
+	tk := newTokens(t, func() time.Time { return clock })
+	tok, err := tk.Mint(9, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, until, err := tk.VerifyExpiry(tok)
+	if want := now.Add(time.Hour + 30*time.Second); err != nil || id != 9 || !until.Equal(want) {
+		t.Fatalf("VerifyExpiry = %d, %s, %v; want 9, %s, nil", id, until, err, want)
+	}
+	if id2, until2, err := tk.VerifyExpiry(tok); err != nil || id2 != 9 || !until2.Equal(until) {
+		t.Fatalf("VerifyExpiry again (remembered) = %d, %s, %v; want 9, %s, nil", id2, until2, err, until)
+	}
+	clock = until.Add(-time.Second)
+	if _, err := tk.Verify(tok); err != nil {
+		t.Errorf("a second before validUntil: %v", err)
+	}
+	clock = until.Add(time.Second)
+	if _, err := tk.Verify(tok); !errors.Is(err, auth.ErrInvalidToken) {
+		t.Errorf("a second after validUntil: got %v, want ErrInvalidToken", err)
+	}
+}

@@ -21,6 +21,11 @@ type PublisherConfig struct {
 	Stream StreamConfig
 	// AckTimeout bounds the wait for each acknowledgement; 0 means 5 s.
 	AckTimeout time.Duration
+	// APITimeout bounds each JetStream API request that has no deadline of its own (Ensure, Tail's reads);
+	// 0 means 1 s. While a stream elects a leader its API requests go unanswered: a short bound lets the
+	// relay try again, and recover, within a second of the election instead of nats.go's 5 s default
+	// (loadtest/faults, nats-leader-sigkill).
+	APITimeout time.Duration
 	// AtomicFrom is the smallest batch sent as one JetStream atomic batch (at most MaxAtomicBatch events
 	// each), which the server stores with a few disk syncs for the whole batch instead of one per event.
 	// With sync "always" that is what keeps the relay ahead of thousands of events a second, and leaves
@@ -53,10 +58,13 @@ func NewPublisher(nc *nats.Conn, cfg PublisherConfig) (*Publisher, error) {
 	if cfg.AckTimeout == 0 {
 		cfg.AckTimeout = 5 * time.Second
 	}
-	if cfg.AckTimeout < 0 {
-		return nil, errors.New("jetstream: negative AckTimeout")
+	if cfg.APITimeout == 0 {
+		cfg.APITimeout = time.Second
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(cfg.AckTimeout))
+	if cfg.AckTimeout < 0 || cfg.APITimeout < 0 {
+		return nil, errors.New("jetstream: negative AckTimeout or APITimeout")
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(cfg.AckTimeout), jetstream.WithDefaultTimeout(cfg.APITimeout))
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}

@@ -131,6 +131,9 @@ func (s *Subscriber) Subscribe(subject string, deliver func(subject string, data
 // reconnection are confirmed again only by a new Flush.
 func (s *Subscriber) Reconnects() uint64 { return s.nc.Stats().Reconnects }
 
+// Connected reports whether the connection is up (not reconnecting).
+func (s *Subscriber) Connected() bool { return s.nc.IsConnected() }
+
 // Flush returns once the server has processed every earlier Subscribe of this connection.
 func (s *Subscriber) Flush(ctx context.Context) error {
 	if _, ok := ctx.Deadline(); !ok {
