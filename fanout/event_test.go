@@ -171,5 +171,9 @@ func FuzzEventJSONEncoder(f *testing.F) {
 		case err == nil && string(got) != string(want):
 			t.Fatalf("MarshalJSON = %s\nwant            %s", got, want)
 		}
+		// The publisher sends MarshalJSON's bytes as they are, where it once sent json.Marshal's.
+		if viaMarshal, err := json.Marshal(e); err == nil && string(viaMarshal) != string(got) {
+			t.Fatalf("json.Marshal(event) = %s\nMarshalJSON      = %s", viaMarshal, got)
+		}
 	})
 }

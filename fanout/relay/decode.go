@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -22,7 +21,9 @@ func Decode(rec fanout.Record) (fanout.Event, error) {
 	if rec.EventID == "" {
 		return ev, fmt.Errorf("%w: row %d has no event id", ErrPoison, rec.Seq)
 	}
-	if err := json.Unmarshal(rec.Payload, &ev); err != nil {
+	// Event's own decoder, not json.Unmarshal, which would read the whole payload once more to check it
+	// before handing it over (the decoder checks it too).
+	if err := ev.UnmarshalJSON(rec.Payload); err != nil {
 		return ev, fmt.Errorf("%w: event %s: %w", ErrPoison, rec.EventID, err)
 	}
 	if ev.Type != rec.Type {

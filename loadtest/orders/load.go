@@ -35,6 +35,18 @@ type runResult struct {
 	p50, p95, p99  time.Duration
 	codes          map[string]int
 	cpu            cpuSample // spent while the buyers ran
+	// sellCPU is what was spent until the first sold_out answer, when sellOrders orders had been
+	// confirmed: the CPU each order costs while the drop sells.
+	sellCPU    cpuSample
+	sellOrders int
+}
+
+// cpuPerOrderSelling is a party's CPU per order confirmed while the drop sold, in µs.
+func (r runResult) cpuPerOrderSelling(d time.Duration) float64 {
+	if r.sellOrders == 0 {
+		return 0
+	}
+	return float64(d.Microseconds()) / float64(r.sellOrders)
 }
 
 // cpuPerAttempt is a party's CPU per answered request, in µs.
@@ -58,11 +70,13 @@ func (r runResult) othersPct() float64 {
 func (r runResult) String() string {
 	return fmt.Sprintf("%-14s attempts=%d elapsed_s=%.2f confirmed=%d confirmed_db=%d oversold=%d duplicates=%d "+
 		"wrong_replays=%d missing=%d errors=%d selling_orders_per_s=%.0f attempts_per_s=%.0f p50_ms=%.1f p95_ms=%.1f "+
-		"p99_ms=%.1f cpu_us_per_attempt server=%.0f pg=%.0f redis=%.0f generator=%.0f others_cpu_pct=%.0f answers=%v",
+		"p99_ms=%.1f cpu_us_per_attempt server=%.0f pg=%.0f redis=%.0f generator=%.0f "+
+		"cpu_us_per_order_selling server=%.0f pg=%.0f redis=%.0f generator=%.0f others_cpu_pct=%.0f answers=%v",
 		r.config, r.attempts, r.elapsed.Seconds(), r.confirmed, r.confirmedDB, r.oversold, r.duplicates,
 		r.wrongReplays, r.missing, r.errors, r.sellingPerSec, r.attemptsPerSec, ms(r.p50), ms(r.p95), ms(r.p99),
 		r.cpuPerAttempt(r.cpu.server), r.cpuPerAttempt(r.cpu.pg), r.cpuPerAttempt(r.cpu.redis),
-		r.cpuPerAttempt(r.cpu.self), r.othersPct(), r.codes)
+		r.cpuPerAttempt(r.cpu.self), r.cpuPerOrderSelling(r.sellCPU.server), r.cpuPerOrderSelling(r.sellCPU.pg),
+		r.cpuPerOrderSelling(r.sellCPU.redis), r.cpuPerOrderSelling(r.sellCPU.self), r.othersPct(), r.codes)
 }
 
 var runSeq atomic.Int64
@@ -173,6 +187,9 @@ type buyer struct {
 	latencies []time.Duration
 	codes     map[string]int
 	fresh     map[int64]time.Duration // order id → when the buyer learnt of it (first answer)
+	// sold counts fresh confirmations over all buyers; soldOut is called at every sold_out answer.
+	sold    *atomic.Int64
+	soldOut func()
 	// Tallies.
 	duplicates, wrongReplays, errors int
 }
@@ -185,9 +202,17 @@ func drive(ctx context.Context, o options, st *stack, base string, dropID int64,
 	defer transport.CloseIdleConnections()
 	client := &http.Client{Transport: transport, Timeout: o.timeout}
 	bs := make([]*buyer, buyers)
+	var sold atomic.Int64
+	var sellOnce sync.Once
+	var sellCPU cpuSample
+	var sellOrders int
+	var cpuBefore cpuSample
+	soldOut := func() {
+		sellOnce.Do(func() { sellCPU, sellOrders = meter.sample().sub(cpuBefore), int(sold.Load()) })
+	}
 	for i := range bs {
 		b := &buyer{id: i, rng: rand.New(rand.NewPCG(uint64(i), uint64(dropID))), client: client,
-			codes: map[string]int{}, fresh: map[int64]time.Duration{}}
+			codes: map[string]int{}, fresh: map[int64]time.Duration{}, sold: &sold, soldOut: soldOut}
 		for u := i; u < len(st.users); u += buyers {
 			b.users = append(b.users, u)
 		}
@@ -207,7 +232,7 @@ func drive(ctx context.Context, o options, st *stack, base string, dropID int64,
 
 	var tickets atomic.Int64
 	take := func(n int64) bool { return tickets.Add(n) <= int64(o.attempts) }
-	cpuBefore := meter.sample()
+	cpuBefore = meter.sample()
 	if meter.onStart != nil {
 		meter.onStart()
 	}
@@ -219,7 +244,9 @@ func drive(ctx context.Context, o options, st *stack, base string, dropID int64,
 	elapsed := time.Since(start)
 	cpu := meter.sample().sub(cpuBefore)
 
-	res := runResult{buyers: buyers, elapsed: elapsed, codes: map[string]int{}, cpu: cpu}
+	soldOut() // a run that never sold out counts the whole run
+	res := runResult{buyers: buyers, elapsed: elapsed, codes: map[string]int{}, cpu: cpu, sellCPU: sellCPU,
+		sellOrders: sellOrders}
 	var all []time.Duration
 	var ids []int64
 	var lastFresh time.Duration
@@ -348,6 +375,9 @@ func (b *buyer) tally(as ...answer) {
 		if a.failed() {
 			b.errors++
 		}
+		if a.code == "sold_out" && b.soldOut != nil {
+			b.soldOut()
+		}
 	}
 }
 
@@ -358,6 +388,9 @@ func (b *buyer) record(a answer) {
 	}
 	if _, known := b.fresh[a.orderID]; !known {
 		b.fresh[a.orderID] = a.end
+		if b.sold != nil {
+			b.sold.Add(1)
+		}
 	}
 }
 

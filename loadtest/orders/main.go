@@ -21,7 +21,7 @@
 // the share of the machine other processes used meanwhile), the means of the server's order histograms
 // (-stages), PostgreSQL's statements and wait events (-pg-stats), profiles (-pprof-dir), and at the end
 //
-//	RESULT confirmed=... oversold=... duplicate_orders=... orders_per_s=... selling_speedup=... speedup=... p50_ms=... p95_ms=... p99_ms=... p95_500_ms=... floor_orders_per_s=... floor_p95_ms=... floor_p95_500_ms=... selling_vs_floor=... p95_vs_floor=... p95_500_vs_floor=... server_cpu_us=... floor_cpu_us=... pg_cpu_us=... floor_pg_cpu_us=...
+//	RESULT confirmed=... oversold=... duplicate_orders=... orders_per_s=... selling_speedup=... speedup=... p50_ms=... p95_ms=... p99_ms=... p95_500_ms=... floor_orders_per_s=... floor_p95_ms=... floor_p95_500_ms=... selling_vs_floor=... p95_vs_floor=... p95_500_vs_floor=... server_cpu_us=... floor_cpu_us=... pg_cpu_us=... floor_pg_cpu_us=... selling_cpu_us=... floor_selling_cpu_us=... selling_cpu_vs_floor=...
 //
 // confirmed: the fewest units any run of the product confirmed, by the database or by the answers
 // buyers got (every run should confirm the whole stock); oversold: the most any run sold beyond the
@@ -32,7 +32,11 @@
 // latencies at the first buyer count (medians over its runs); p95_500_ms: its p95 at the second buyer
 // count (500). The floor_ keys are the floor's, and the _vs_floor keys the product's over the floor's
 // (medians over each one's runs of the same sitting). server_cpu_us is the CPU of livedrops and Redis
-// per answered request (median over the runs), floor_cpu_us the floor's, pg_ the database's in each.
+// per answered request (median over the runs), floor_cpu_us the floor's, pg_ the database's in each;
+// selling_cpu_us is the CPU of livedrops, Redis and PostgreSQL per order confirmed until the first
+// sold_out answer (the drop's selling phase), floor_selling_cpu_us the floor's with its PostgreSQL, and
+// selling_cpu_vs_floor their ratio: the figure a shared machine blurs least, and what the selling rate
+// hangs on when the box is CPU-bound.
 // It exits 1 when a correctness check of the product failed (oversold, a duplicate, a wrong replay, a
 // confirmed order missing from the database, or a run that did not sell the whole stock), after
 // printing the RESULT line.
@@ -254,23 +258,30 @@ func run(ctx context.Context, o options) error {
 	cpu := func(rs []runResult, party func(cpuSample) time.Duration) float64 {
 		return medianOf(rs, func(r runResult) float64 { return r.cpuPerAttempt(party(r.cpu)) })
 	}
+	sellCPU := func(rs []runResult, party func(cpuSample) time.Duration) float64 {
+		return medianOf(rs, func(r runResult) float64 { return r.cpuPerOrderSelling(party(r.sellCPU)) })
+	}
 	serverCPU := func(c cpuSample) time.Duration { return c.server }
 	pgCPU := func(c cpuSample) time.Duration { return c.pg }
 	redisCPU := func(c cpuSample) time.Duration { return c.redis }
+	allButGenerator := func(c cpuSample) time.Duration { return c.server + c.pg + c.redis }
 	for _, b := range o.buyers {
 		for c, rs := range results[b] {
 			fmt.Printf("median buyers=%d %-14s selling_orders_per_s=%.0f attempts_per_s=%.0f p50_ms=%.1f p95_ms=%.1f p99_ms=%.1f "+
-				"cpu_us_per_attempt server=%.0f pg=%.0f redis=%.0f others_cpu_pct=%.0f\n",
+				"cpu_us_per_attempt server=%.0f pg=%.0f redis=%.0f cpu_us_per_order_selling server=%.0f pg=%.0f redis=%.0f "+
+				"others_cpu_pct=%.0f\n",
 				b, c, medianSelling(rs), medianStream(rs),
 				medianOf(rs, func(r runResult) float64 { return ms(r.p50) }), p95(rs),
 				medianOf(rs, func(r runResult) float64 { return ms(r.p99) }),
-				cpu(rs, serverCPU), cpu(rs, pgCPU), cpu(rs, redisCPU), medianOf(rs, runResult.othersPct))
+				cpu(rs, serverCPU), cpu(rs, pgCPU), cpu(rs, redisCPU),
+				sellCPU(rs, serverCPU), sellCPU(rs, pgCPU), sellCPU(rs, redisCPU), medianOf(rs, runResult.othersPct))
 		}
 	}
 	fmt.Printf("RESULT confirmed=%d oversold=%d duplicate_orders=%d orders_per_s=%.0f selling_speedup=%.2f speedup=%.2f "+
 		"p50_ms=%.1f p95_ms=%.1f p99_ms=%.1f p95_500_ms=%.1f floor_orders_per_s=%.0f floor_p95_ms=%.1f "+
 		"floor_p95_500_ms=%.1f selling_vs_floor=%.2f p95_vs_floor=%.2f p95_500_vs_floor=%.2f "+
-		"server_cpu_us=%.0f floor_cpu_us=%.0f pg_cpu_us=%.0f floor_pg_cpu_us=%.0f\n",
+		"server_cpu_us=%.0f floor_cpu_us=%.0f pg_cpu_us=%.0f floor_pg_cpu_us=%.0f "+
+		"selling_cpu_us=%.0f floor_selling_cpu_us=%.0f selling_cpu_vs_floor=%.2f\n",
 		confirmed, oversold, duplicates, medianSelling(opt), ratio(medianSelling(opt), baseSelling),
 		ratio(medianStream(opt), baseStream),
 		medianOf(opt, func(r runResult) float64 { return ms(r.p50) }), p95(opt),
@@ -278,7 +289,9 @@ func run(ctx context.Context, o options) error {
 		medianSelling(flr), p95(flr), floorP95of500,
 		ratio(medianSelling(opt), medianSelling(flr)), ratio(p95(opt), p95(flr)), ratio(p95of500, floorP95of500),
 		cpu(opt, func(c cpuSample) time.Duration { return c.server + c.redis }),
-		cpu(flr, serverCPU), cpu(opt, pgCPU), cpu(flr, pgCPU))
+		cpu(flr, serverCPU), cpu(opt, pgCPU), cpu(flr, pgCPU),
+		sellCPU(opt, allButGenerator), sellCPU(flr, allButGenerator),
+		ratio(sellCPU(opt, allButGenerator), sellCPU(flr, allButGenerator)))
 	if oversold > 0 || duplicates > 0 || wrong > 0 || missing > 0 || confirmed != o.stock {
 		return fmt.Errorf("correctness: confirmed %d of %d (fewest in a run), oversold %d, duplicate orders %d, "+
 			"wrong replays %d, confirmed orders missing from the database %d", confirmed, o.stock, oversold, duplicates, wrong, missing)

@@ -25,13 +25,12 @@ import (
 //	       before) are counted as planned: their units, their buyers' totals
 //	decide in Go: each order in queue order against the stock left and each buyer's total
 //	write  BEGIN; pg_advisory_xact_lock(this batch) (its own round trip, so the next batch can wait
-//	       on it); then, in one round trip: INSERT every accepted order (one multi-row INSERT) and,
-//	       on a live drop, their order.confirmed rows (these run while the batch before still
-//	       writes); wait for the transaction of the batch counted
-//	       on to end (its advisory lock) and check that its first order is there (else 1/0); UPDATE
-//	       the drop's stock only if it is what was decided against and the drop still live (the row
-//	       lock); INSERT the outbox rows (under the row lock: a drop's rows get ids in commit order);
-//	       upsert the buyers' totals; COMMIT
+//	       on it); then, in one round trip: on a live drop, INSERT the order.confirmed rows (while
+//	       the batch before still writes); wait for the transaction of the batch counted on to end
+//	       (its advisory lock) and check that its first order is there (else 1/0); UPDATE the drop's
+//	       stock only if it is what was decided against and the drop still live (the row lock);
+//	       INSERT every accepted order (one multi-row INSERT); INSERT the drop's stock events (under
+//	       the row lock: a drop's rows get ids in commit order); upsert the buyers' totals; COMMIT
 //
 // A batch commits only after, and only if, the batch it counted on committed as planned. A write
 // whose snapshot turned out stale (the batch counted on did not commit as planned, another process
@@ -785,9 +784,9 @@ type commitSummary struct {
 	news          dropNews
 }
 
-// queueWrites queues the writes of p: the orders and their order.confirmed rows (which wait for no
-// one), then what wait queues (nil: nothing), then the stock (the drop's row lock; a stale snapshot
-// fails here, with drops_stock_nonnegative), then the drop's stock events (under the row lock, so a
+// queueWrites queues the writes of p: the order.confirmed rows (which wait for no one), then what
+// wait queues (nil: nothing), then the stock (the drop's row lock; a stale snapshot fails here, with
+// drops_stock_nonnegative), then the orders, then the drop's stock events (under the row lock, so a
 // drop's rows get their ids in commit order, as the relay's coalescing of stock.changed counts on),
 // then the buyers' totals (after the row lock, as in batchTx, so the two never wait for each other's
 // rows in opposite orders). It returns the units it adds to each buyer's total.
@@ -828,10 +827,6 @@ func queueWrites(ctx context.Context, b *pgx.Batch, p *plan, wait func(*pgx.Batc
 	}
 	taken := d.stock - p.remaining
 
-	b.Queue(`INSERT INTO orders (order_id, user_id, drop_id, quantity, status, idempotency_key, request_hash, created_at)
-SELECT o.id, o.user_id, $1, o.quantity, 'confirmed', o.key, o.hash, $2
-FROM unnest($3::bigint[], $4::bigint[], $5::int[], $6::text[], $7::bytea[]) AS o (id, user_id, quantity, key, hash)`,
-		d.id, d.now, orderIDs, buyers, quantities, orderKeys, hashes)
 	// The order.confirmed rows, one per order, on their buyers' subjects, need no order among batches:
 	// on a live drop they are written before the row lock, while the batch before may still write. On a
 	// drop still 'scheduled' (its scheduler late), the UPDATE below starts it and the database writes its
@@ -851,6 +846,13 @@ FROM unnest($3::bigint[], $4::bigint[], $5::int[], $6::text[], $7::bytea[]) AS o
 	b.Queue(`UPDATE drops SET stock_count = CASE WHEN `+liveCondition+` AND stock_count = $3 THEN stock_count - $2 ELSE -1 END,
        status = CASE WHEN stock_count = $3 AND $2 = $3 THEN 'sold_out' ELSE status END
 WHERE drop_id = $1`, d.id, taken, d.stock)
+	// The orders under the row lock: the foreign key check of each row then finds the drop's row locked
+	// by this transaction already (a check while another batch holds it builds a multixact of the two
+	// lockers and reads it back, row by row: 3 us an order instead of 9 to 19 in PostgreSQL).
+	b.Queue(`INSERT INTO orders (order_id, user_id, drop_id, quantity, status, idempotency_key, request_hash, created_at)
+SELECT o.id, o.user_id, $1, o.quantity, 'confirmed', o.key, o.hash, $2
+FROM unnest($3::bigint[], $4::bigint[], $5::int[], $6::text[], $7::bytea[]) AS o (id, user_id, quantity, key, hash)`,
+		d.id, d.now, orderIDs, buyers, quantities, orderKeys, hashes)
 	// The drop's stock events under the row lock: a drop's rows get their ids in commit order, as the
 	// relay's coalescing of stock.changed counts on.
 	stock := d.stockEvents(d.stock, p.remaining)

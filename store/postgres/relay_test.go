@@ -159,6 +159,123 @@ func TestOutboxPendingAndItsOutcomes(t *testing.T) {
 	}
 }
 
+// Pending reads only the rows of recent writers (migration 00014_hot_updates): a row written by a
+// transaction that commits after later rows were read and published, with a smaller id, is still found;
+// so are rows a relay deferred, and rows made pending again by Requeue or by a re-queue by hand.
+func TestOutboxPendingFindsLateCommits(t *testing.T) {
+	ctx := testContext(t)
+	pool := evPool(t)
+	ob := postgres.NewOutbox(pool)
+	pending := func(skip ...int64) []int64 {
+		t.Helper()
+		recs, err := ob.Pending(ctx, 100, skip)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return evSeqs(recs)
+	}
+	publish := func(ids ...int64) {
+		t.Helper()
+		seqs := make([]uint64, len(ids))
+		for i, id := range ids {
+			seqs[i] = uint64(id)
+		}
+		if err := ob.MarkPublished(ctx, ids, seqs, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A transaction writes a row and stays open while later rows are written, read and published.
+	late, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Rollback(ctx)
+	if err := postgres.InsertEvents(ctx, late, evStock(1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	var lateID int64
+	if err := late.QueryRow(ctx, "SELECT max(id) FROM outbox").Scan(&lateID); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 3 {
+		ids, _ := evInsert(t, pool, evStock(2, round+1), evStock(3, round+1))
+		if ids[0] <= lateID {
+			t.Fatalf("row %d written after the open transaction's %d", ids[0], lateID)
+		}
+		if got := pending(); !slices.Equal(got, ids) {
+			t.Fatalf("round %d: pending %v, want %v", round, got, ids)
+		}
+		publish(ids...)
+	}
+	if err := late.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := pending(); !slices.Equal(got, []int64{lateID}) {
+		t.Fatalf("after the late commit: pending %v, want [%d]", got, lateID)
+	}
+
+	// A row the relay read and deferred (left out by skip from then on) stays found while rows after it
+	// are published; so does one it never read.
+	publish(lateID)
+	ids, _ := evInsert(t, pool, evStock(4, 1), evStock(4, 2))
+	if got := pending(); !slices.Equal(got, ids) {
+		t.Fatalf("pending %v, want %v", got, ids)
+	}
+	publish(ids[1])
+	for range 3 {
+		more, _ := evInsert(t, pool, evStock(5, 1))
+		if got := pending(ids[0]); !slices.Equal(got, more) {
+			t.Fatalf("with row %d deferred: pending %v, want %v", ids[0], got, more)
+		}
+		publish(more...)
+	}
+	if got := pending(); !slices.Equal(got, ids[:1]) {
+		t.Fatalf("the deferred row: pending %v, want %v", got, ids[:1])
+	}
+	publish(ids[0])
+	unread, _ := evInsert(t, pool, evStock(4, 3))
+	for range 2 {
+		if got := pending(unread[0]); len(got) != 0 {
+			t.Fatalf("pending %v, want none", got)
+		}
+		if _, err := pool.Exec(ctx, "SELECT pg_current_xact_id()"); err != nil { // a transaction ends
+			t.Fatal(err)
+		}
+	}
+	ids = unread
+	if got := pending(); !slices.Equal(got, ids[:1]) {
+		t.Fatalf("the deferred row: pending %v, want %v", got, ids[:1])
+	}
+	publish(ids[0])
+
+	// Rows published long ago, made pending again: by Requeue (NATS lost them), and by hand.
+	if got := pending(); len(got) != 0 {
+		t.Fatalf("pending %v, want none", got)
+	}
+	old, _ := evInsert(t, pool, evStock(6, 1))
+	publish(old...)
+	if got := pending(); len(got) != 0 {
+		t.Fatalf("pending %v, want none", got)
+	}
+	if n, err := ob.Requeue(ctx, time.Now().Add(-time.Minute), 1, 0, nil, nil); err != nil || n == 0 {
+		t.Fatalf("Requeue: %d, %v", n, err)
+	}
+	if got := pending(); !slices.Contains(got, old[0]) {
+		t.Fatalf("after Requeue: pending %v, want row %d among them", got, old[0])
+	}
+	mustExec(t, pool, "UPDATE outbox SET published_at = now(), stream_seq = id")
+	if got := pending(); len(got) != 0 {
+		t.Fatalf("pending %v, want none", got)
+	}
+	mustExec(t, pool, "UPDATE outbox SET published_at = NULL, stream_seq = NULL, xid = pg_current_xact_id() WHERE id = $1", old[0])
+	if got := pending(); !slices.Equal(got, old) {
+		t.Fatalf("after a re-queue by hand: pending %v, want %v", got, old)
+	}
+	if n, err := ob.Backlog(ctx); err != nil || n != 1 {
+		t.Errorf("backlog: %d, %v; want 1", n, err)
+	}
+}
+
 func TestOutboxAdoptAndRequeue(t *testing.T) {
 	type published struct {
 		row int // index into the five rows
