@@ -109,6 +109,36 @@ sdk.on('resumed', (r) => {
   if (r.recovered) toast('Back online: caught up on what you missed.')
 })
 sdk.on('reload', () => { toast('Reconnected: reloading the latest state.'); route() })
+// A watch now in force: what the page fetched before it may be older (an order in between), so fetch
+// the drops again, a few at once (many: the page again, one list call), never moving stock back up.
+const refetch = new Set()
+let refetchTimer = 0
+sdk.on('watching', (w) => {
+  if (!drops.has(w.drop_id)) return
+  refetch.add(w.drop_id)
+  if (!refetchTimer) refetchTimer = setTimeout(refresh, 100)
+})
+async function refresh() {
+  refetchTimer = 0
+  const ids = [...refetch]
+  refetch.clear()
+  if (ids.length > 4) { if (!routing) route(); return }
+  for (const id of ids) {
+    try {
+      const r = await api('GET', '/drops/' + id)
+      if (r.status === 200) { keepNewer(r.body); log.push({ t: Date.now(), kind: 'refetched', drop_id: id }) }
+    } catch { /* offline: the next hello asks again */ }
+  }
+}
+const statusRank = /** @type {Record<string, number>} */ ({ scheduled: 0, live: 1, sold_out: 2, ended: 3 })
+/** keep, for a read that may cross events: stock only goes down and status only forward. @param {any} d */
+function keepNewer(d) {
+  const old = drops.get(d.drop_id)
+  if (!old) return keep(d)
+  return keep({ ...d,
+    stock_count: Math.min(old.stock_count ?? d.stock_count, d.stock_count),
+    status: (statusRank[old.status] ?? -1) > (statusRank[d.status] ?? -1) ? old.status : d.status })
+}
 sdk.on('event', (e) => {
   log.push({ t: Date.now(), kind: 'event', id: e.id, type: e.type, drop_id: e.drop_id, data: e.data })
   switch (e.type) {

@@ -199,7 +199,8 @@ func TestReconnectResumeAndRewatch(t *testing.T) {
 	waitLive(t, s, d.DropID)
 	dropPage := fmt.Sprintf("#/drops/%d", d.DropID)
 	open(t, s, ctx, dropPage, `.stock[data-stock="50"]`)
-	until(t, ctx, "watching", `window.livedropsLog.some(e => e.kind === 'state' && e.state === 'connected')`, 10*time.Second)
+	// The watch in force, the page reads the drop once more (what changed before it is not an event).
+	until(t, ctx, "watching, then refetched", fmt.Sprintf(`window.livedropsLog.some(e => e.kind === 'refetched' && e.drop_id === %d)`, d.DropID), 10*time.Second)
 
 	buy := func(n int) {
 		t.Helper()
@@ -215,7 +216,7 @@ func TestReconnectResumeAndRewatch(t *testing.T) {
 	buy(2)
 	time.Sleep(1500 * time.Millisecond) // let the missed stock.changed be published while the page is away
 	if got := eval[string](t, ctx, `document.querySelector('.stock').dataset.stock`); got != "49" {
-		t.Fatalf("offline, the page still got stock %s", got)
+		t.Fatalf("offline, the page still got stock %s; log: %s", got, eval[string](t, ctx, `JSON.stringify(window.livedropsLog)`))
 	}
 	eval[any](t, ctx, `window.dispatchEvent(new Event('online'))`)
 	until(t, ctx, "the missed stock after the resume", `document.querySelector('.stock').dataset.stock === '47'`, 20*time.Second)

@@ -139,6 +139,8 @@ export class LiveDrops {
     /** @type {WebSocket|null} */ this.ws = null
     this.hadHello = false
     /** @type {string|null} */ this.sentSince = null
+    /** @type {number[]} */ this.sentWatch = [] // the ?watch= list of the current attempt
+    /** @type {Set<number>} */ this.inForce = new Set() // watches whose events reach us, nothing missed
     this.listen()
   }
 
@@ -198,6 +200,7 @@ export class LiveDrops {
     if (n > 1) { this.watches.set(dropId, n - 1); return }
     if (n === 0) return
     this.watches.delete(dropId)
+    this.inForce.delete(dropId)
     this.changeWatch('unwatch', dropId)
   }
 
@@ -207,7 +210,8 @@ export class LiveDrops {
     if (this.ws) {
       this.ws.send(JSON.stringify({ op, drop_id: dropId }))
     } else if (this.transport === 'sse') {
-      // SSE sends no frames: reconnect with the new ?watch= list, resuming (nothing is lost).
+      // SSE sends no frames: reconnect with the new ?watch= list, resuming from the last event id (with
+      // none yet, the hello's watching events tell the page which drops to refetch).
       clearTimeout(this.timer)
       this.timer = setTimeout(() => { this.drop(); this.open() }, 50)
     }
@@ -296,6 +300,7 @@ export class LiveDrops {
     this.sentSince = this.lastEventId
     if (this.lastEventId) u.searchParams.set('since', this.lastEventId)
     const w = [...this.watches.keys()].slice(0, MAX_WATCHES)
+    this.sentWatch = w
     if (w.length) u.searchParams.set('watch', w.join(','))
     return u
   }
@@ -399,7 +404,7 @@ export class LiveDrops {
     switch (f.type) {
       case 'hello': return this.hello(f)
       case 'pong': return
-      case 'watching': return this.emit('watching', { drop_id: f.drop_id })
+      case 'watching': this.inForce.add(f.drop_id); return this.emit('watching', { drop_id: f.drop_id })
       case 'error': return this.emit('error', f)
     }
     if (!f.id || !this.seen.add(f.id)) return
@@ -419,11 +424,22 @@ export class LiveDrops {
     this.setState('connected', { transport: this.transport || undefined })
     this.emit('connected', { connId: h.conn_id, transport: this.transport, serverTime: h.server_time,
       replayWindowS: h.replay_window_s })
+    let reload = false
     if (h.recovered !== undefined || wasDown) {
       // Reconnected without a position (no event yet) counts as not recovered: events may be missed.
       const r = { recovered: h.recovered === true, since: since || null }
       this.emit('resumed', r)
-      if (!r.recovered) this.emit('reload', r)
+      if (!r.recovered) { reload = true; this.emit('reload', r) }
+    }
+    // The ?watch= drops are in force from the hello. Which of them may have missed events: with a
+    // recovered resume, only those not in force before (the page fetched them before watching); without
+    // a position (no event received yet, as after an SSE watch change), all of them. After a reload the
+    // page refetches everything anyway.
+    const before = this.inForce
+    this.inForce = new Set(this.sentWatch)
+    if (reload) return
+    for (const id of this.sentWatch) {
+      if (!since || !before.has(id)) this.emit('watching', { drop_id: id })
     }
   }
 

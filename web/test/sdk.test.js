@@ -73,6 +73,31 @@ test('watch is reference-counted and every watched drop is in the connect URL', 
   assert.deepEqual([...sdk.watches], [[7, 1]])
 })
 
+test('a watch in force tells the page which drops to refetch: all without a position, new ones after a resume', () => {
+  const sdk = new LiveDrops({ getToken: () => 't', url: 'http://x.test', env: null, storage: null })
+  const got = []
+  sdk.on('watching', (w) => got.push(w.drop_id))
+  sdk.watch(42)
+  sdk.address('/events', 'tok') // an attempt with ?watch=42 and no since (no event yet)
+  sdk.frame(JSON.stringify({ type: 'hello', conn_id: 'c1' }))
+  assert.deepEqual(got, [42], 'no position: events before the hello may be missed')
+  sdk.frame(JSON.stringify({ id: '7', type: 'stock.changed', ts: '2026-01-01T00:00:00.000Z', drop_id: 42, data: { stock_count: 1, sold: 1 } }))
+  sdk.watch(9)
+  sdk.address('/events', 'tok') // reconnect: since=7, watch=42,9
+  got.length = 0
+  sdk.frame(JSON.stringify({ type: 'hello', conn_id: 'c2', recovered: true }))
+  assert.deepEqual(got, [9], 'recovered: only the drop that was not watched before')
+  got.length = 0
+  sdk.address('/events', 'tok')
+  const reloads = []
+  sdk.on('reload', (r) => reloads.push(r))
+  sdk.frame(JSON.stringify({ type: 'hello', conn_id: 'c3', recovered: false }))
+  assert.equal(reloads.length, 1)
+  assert.deepEqual(got, [], 'a reload refetches everything: no watching events on top')
+  sdk.frame(JSON.stringify({ type: 'watching', drop_id: 5 }))
+  assert.deepEqual(got, [5], 'a watching frame is passed on')
+})
+
 // --- against the real server ---
 
 const base = process.env.LIVEDROPS_URL
