@@ -150,6 +150,7 @@ func (in *interest) toWildcard(ctx context.Context, confirm func(context.Context
 		_ = unsubscribe()
 		return err
 	}
+	overlap(ctx)
 	in.wildSub = unsubscribe
 	in.m.subscriptions.Inc()
 	in.wildGen.Store(gen)
@@ -204,10 +205,27 @@ func (in *interest) toPerCreator(ctx context.Context, confirm func(context.Conte
 		}
 		return err
 	}
+	overlap(ctx)
 	_ = in.wildSub()
 	in.wildSub = nil
 	in.m.subscriptions.Dec()
 	return nil
+}
+
+// switchOverlap is how long both subscriptions stay after the new one is confirmed. A flush confirms
+// that the server holds the new subscription, but a publication the server matched just before it may
+// still be on its way to us on the old subscription only (its delivery is queued after the flush's
+// answer): dropping the old subscription at once would lose it. The second copies that arrive meanwhile
+// are dropped by id.
+const switchOverlap = 250 * time.Millisecond
+
+func overlap(ctx context.Context) {
+	t := time.NewTimer(switchOverlap)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // releaseAll unsubscribes from everything (shutdown).
