@@ -5,13 +5,17 @@
 package auth
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -186,18 +190,96 @@ func (t *Tokens) VerifyExpiry(token string) (userID int64, validUntil time.Time,
 
 // verifyClaims checks a token and returns its user id and the last moment it is valid.
 func (t *Tokens) verifyClaims(token string) (int64, time.Time, error) {
-	var claims jwt.RegisteredClaims
-	_, err := t.parser.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return t.cfg.Secret, nil })
+	var c claims
+	_, err := t.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return t.cfg.Secret, nil })
 	if err != nil {
 		return 0, time.Time{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
-	id, err := strconv.ParseInt(claims.Subject, 10, 64)
+	id, err := strconv.ParseInt(c.Subject, 10, 64)
 	if err != nil || id <= 0 {
-		return 0, time.Time{}, fmt.Errorf("%w: subject %q is not a user id", ErrInvalidToken, claims.Subject)
+		return 0, time.Time{}, fmt.Errorf("%w: subject %q is not a user id", ErrInvalidToken, c.Subject)
 	}
-	// WithExpirationRequired: claims.ExpiresAt is set. The parser accepts a token while now is before
+	// WithExpirationRequired: the token has an exp. The parser accepts a token while now is before
 	// exp + leeway; the cache does the same.
-	return id, claims.ExpiresAt.Add(t.cfg.Leeway), nil
+	exp, _ := c.GetExpirationTime() // read once already, by the validator
+	return id, exp.Add(t.cfg.Leeway), nil
+}
+
+// claims are the registered claims of a token as jwt.RegisteredClaims has them, but the dates are
+// kept as the JSON numbers they are (json.Number, as jwt.NumericDate reads them) and the audience as
+// its JSON text, and both are decoded when the validator asks for them: RegisteredClaims decodes each
+// date and the audience with a json.Unmarshal of its own inside the claims' decoding, which made the
+// claims most of a verification's CPU and the deepest stack a hub's socket setup grows (its goroutine
+// is new for every socket: BENCHMARKS.md, issue 11). golang-jwt's validator reads them through the
+// jwt.Claims methods, as it reads RegisteredClaims, and accepts and refuses the same tokens.
+type claims struct {
+	Issuer    string          `json:"iss"`
+	Subject   string          `json:"sub"`
+	Audience  json.RawMessage `json:"aud"`
+	ExpiresAt json.Number     `json:"exp"`
+	NotBefore json.Number     `json:"nbf"`
+	IssuedAt  json.Number     `json:"iat"`
+}
+
+func (c *claims) GetExpirationTime() (*jwt.NumericDate, error) { return numericDate(c.ExpiresAt) }
+func (c *claims) GetNotBefore() (*jwt.NumericDate, error)      { return numericDate(c.NotBefore) }
+func (c *claims) GetIssuedAt() (*jwt.NumericDate, error)       { return numericDate(c.IssuedAt) }
+func (c *claims) GetIssuer() (string, error)                   { return c.Issuer, nil }
+func (c *claims) GetSubject() (string, error)                  { return c.Subject, nil }
+func (c *claims) GetAudience() (jwt.ClaimStrings, error)       { return parseAudience(c.Audience) }
+
+// numericDate reads a date claim as jwt.NumericDate does (seconds, fractions kept, then truncated to
+// jwt.TimePrecision); nil when the claim is absent or null. A whole number of seconds that a float64
+// holds exactly is read without strconv.ParseFloat (the same value, and a smaller stack).
+func numericDate(n json.Number) (*jwt.NumericDate, error) {
+	if n == "" {
+		return nil, nil
+	}
+	if sec, err := strconv.ParseInt(string(n), 10, 64); err == nil && -1<<53 < sec && sec < 1<<53 {
+		return jwt.NewNumericDate(time.Unix(sec, 0)), nil
+	}
+	f, err := n.Float64()
+	if err != nil {
+		return nil, fmt.Errorf("could not convert json number value to float: %w", err)
+	}
+	whole, frac := math.Modf(f)
+	return jwt.NewNumericDate(time.Unix(int64(whole), int64(frac*1e9))), nil
+}
+
+// parseAudience reads an aud claim as jwt.ClaimStrings does: one string, an array of strings, or null
+// or absent (none); anything else is jwt.ErrInvalidType. The usual one-element array of a plain string
+// is read without a json.Unmarshal.
+func parseAudience(raw json.RawMessage) (jwt.ClaimStrings, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	if s, ok := bytes.CutPrefix(raw, []byte(`["`)); ok {
+		if s, ok := bytes.CutSuffix(s, []byte(`"]`)); ok && !bytes.ContainsAny(s, `"\`) && utf8.Valid(s) {
+			return jwt.ClaimStrings{string(s)}, nil
+		}
+	}
+	switch raw[0] {
+	case '"':
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return nil, err
+		}
+		return jwt.ClaimStrings{s}, nil
+	case '[':
+		var list []*string // a null element is refused, not read as ""
+		if err := json.Unmarshal(raw, &list); err != nil {
+			return nil, jwt.ErrInvalidType
+		}
+		out := make(jwt.ClaimStrings, len(list))
+		for i, s := range list {
+			if s == nil {
+				return nil, jwt.ErrInvalidType
+			}
+			out[i] = *s
+		}
+		return out, nil
+	}
+	return nil, jwt.ErrInvalidType
 }
 
 // BearerToken extracts the token of an `Authorization: Bearer <token>` header value; ok is false when the

@@ -1,8 +1,10 @@
 package auth_test
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -241,5 +243,140 @@ func TestVerifyExpiry(t *testing.T) {
 	clock = until.Add(time.Second)
 	if _, err := tk.Verify(tok); !errors.Is(err, auth.ErrInvalidToken) {
 		t.Errorf("a second after validUntil: got %v, want ErrInvalidToken", err)
+	}
+}
+
+// reference verifies token as golang-jwt's own RegisteredClaims would, with the options auth.New uses:
+// what Verify must agree with (claims are decoded by auth's own type, BENCHMARKS.md issue 11).
+func reference(token string, now time.Time) (int64, time.Time, bool) {
+	p := jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithIssuer("livedrops"),
+		jwt.WithAudience("livedrops"), jwt.WithExpirationRequired(), jwt.WithIssuedAt(),
+		jwt.WithLeeway(30*time.Second), jwt.WithTimeFunc(func() time.Time { return now }))
+	var c jwt.RegisteredClaims
+	if _, err := p.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return secret, nil }); err != nil {
+		return 0, time.Time{}, false
+	}
+	id, err := strconv.ParseInt(c.Subject, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, time.Time{}, false
+	}
+	return id, c.ExpiresAt.Add(30 * time.Second), true
+}
+
+// signClaims signs a claims set given as JSON text, as any HS256 issuer would.
+func signClaims(tb testing.TB, claimsJSON string) string {
+	tb.Helper()
+	enc := base64.RawURLEncoding
+	unsigned := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc.EncodeToString([]byte(claimsJSON))
+	sig, err := jwt.SigningMethodHS256.Sign(unsigned, secret)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return unsigned + "." + enc.EncodeToString(sig)
+}
+
+// TestClaimsAsRegisteredClaims: every shape of the claims a token may carry is accepted or refused as
+// jwt.RegisteredClaims would have it, with the same user and expiry.
+func TestClaimsAsRegisteredClaims(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	tk := newTokens(t, func() time.Time { return now })
+	n := now.Unix()
+	tests := []struct {
+		name, claims string
+		ok           bool
+	}{
+		{"minted shape", fmt.Sprintf(`{"iss":"livedrops","sub":"7","aud":["livedrops"],"exp":%d,"nbf":%d,"iat":%d}`, n+60, n, n), true},
+		{"audience as one string", fmt.Sprintf(`{"iss":"livedrops","sub":"7","aud":"livedrops","exp":%d}`, n+60), true},
+		{"audience among others", fmt.Sprintf(`{"iss":"livedrops","sub":"7","aud":["x","livedrops"],"exp":%d}`, n+60), true},
+		{"escaped strings", fmt.Sprintf(`{"iss":"live\u0064rops","sub":"\u0037","aud":["liv\u0065drops"],"exp":%d}`, n+60), true},
+		{"fractional dates", fmt.Sprintf(`{"iss":"livedrops","sub":"7","aud":"livedrops","exp":%d.75,"iat":%d.5}`, n+60, n), true},
+		{"exponent date", `{"iss":"livedrops","sub":"7","aud":"livedrops","exp":1.8e9}`, true},
+		{"keys in other case", fmt.Sprintf(`{"ISS":"livedrops","Sub":"7","AUD":"livedrops","Exp":%d}`, n+60), true},
+		{"unknown claims", fmt.Sprintf(`{"iss":"livedrops","sub":"7","aud":"livedrops","exp":%d,"jti":"x","role":{"a":[1]}}`, n+60), true},
+		{"null nbf and iat", fmt.Sprintf(`{"iss":"livedrops","sub":"7","aud":"livedrops","exp":%d,"nbf":null,"iat":null}`, n+60), true},
+		{"within leeway", fmt.Sprintf(`{"iss":"livedrops","sub":"7","aud":"livedrops","exp":%d}`, n-20), true},
+		{"expired", fmt.Sprintf(`{"iss":"livedrops","sub":"7","aud":"livedrops","exp":%d}`, n-31), false},
+		{"no exp", `{"iss":"livedrops","sub":"7","aud":"livedrops"}`, false},
+		{"null exp", `{"iss":"livedrops","sub":"7","aud":"livedrops","exp":null}`, false},
+		{"exp a bool", `{"iss":"livedrops","sub":"7","aud":"livedrops","exp":true}`, false},
+		{"issued in the future", fmt.Sprintf(`{"iss":"livedrops","sub":"7","aud":"livedrops","exp":%d,"iat":%d}`, n+600, n+60), false},
+		{"not yet valid", fmt.Sprintf(`{"iss":"livedrops","sub":"7","aud":"livedrops","exp":%d,"nbf":%d}`, n+600, n+60), false},
+		{"no audience", fmt.Sprintf(`{"iss":"livedrops","sub":"7","exp":%d}`, n+60), false},
+		{"null audience", fmt.Sprintf(`{"iss":"livedrops","sub":"7","aud":null,"exp":%d}`, n+60), false},
+		{"empty audience", fmt.Sprintf(`{"iss":"livedrops","sub":"7","aud":[],"exp":%d}`, n+60), false},
+		{"audience a number", fmt.Sprintf(`{"iss":"livedrops","sub":"7","aud":5,"exp":%d}`, n+60), false},
+		{"audience with a null", fmt.Sprintf(`{"iss":"livedrops","sub":"7","aud":["livedrops",null],"exp":%d}`, n+60), false},
+		{"audience with a number", fmt.Sprintf(`{"iss":"livedrops","sub":"7","aud":["livedrops",1],"exp":%d}`, n+60), false},
+		{"other audience", fmt.Sprintf(`{"iss":"livedrops","sub":"7","aud":"other","exp":%d}`, n+60), false},
+		{"other issuer", fmt.Sprintf(`{"iss":"other","sub":"7","aud":"livedrops","exp":%d}`, n+60), false},
+		{"subject a number", fmt.Sprintf(`{"iss":"livedrops","sub":7,"aud":"livedrops","exp":%d}`, n+60), false},
+		{"claims an array", `[1,2]`, false},
+		{"claims not JSON", `{"iss":`, false},
+		{"exp in a string", fmt.Sprintf(`{"iss":"livedrops","sub":"7","aud":"livedrops","exp":"%d"}`, n+60), true},
+		{"exp a string but no number", `{"iss":"livedrops","sub":"7","aud":"livedrops","exp":"soon"}`, false},
+		{"exp past what a float64 holds exactly", `{"iss":"livedrops","sub":"7","aud":"livedrops","exp":9007199254740993}`, true},
+		{"exp past int64 seconds", `{"iss":"livedrops","sub":"7","aud":"livedrops","exp":99999999999999999999}`, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			token := signClaims(t, tc.claims)
+			id, until, err := tk.VerifyExpiry(token)
+			if got := err == nil; got != tc.ok {
+				t.Fatalf("VerifyExpiry(%s) = %d, %v; want ok %v", tc.claims, id, err, tc.ok)
+			}
+			if err != nil && !errors.Is(err, auth.ErrInvalidToken) {
+				t.Fatalf("error %v does not wrap ErrInvalidToken", err)
+			}
+			refID, refUntil, refOK := reference(token, now)
+			if refOK != tc.ok || tc.ok && (refID != id || !refUntil.Equal(until)) {
+				t.Fatalf("jwt.RegisteredClaims: %d, %s, ok %v; auth: %d, %s, ok %v", refID, refUntil, refOK, id, until, tc.ok)
+			}
+		})
+	}
+}
+
+// FuzzClaims: whatever claims a correctly signed token carries, Verify accepts it exactly when
+// jwt.RegisteredClaims does, with the same user and expiry.
+func FuzzClaims(f *testing.F) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	n := now.Unix()
+	f.Add(fmt.Sprintf(`{"iss":"livedrops","sub":"7","aud":["livedrops"],"exp":%d,"nbf":%d,"iat":%d}`, n+60, n, n))
+	f.Add(fmt.Sprintf(`{"iss":"livedrops","sub":"7","aud":"livedrops","exp":%d.5}`, n+60))
+	f.Add(`{"iss":"livedrops","sub":"1","aud":["a",null],"exp":1e10}`)
+	f.Add(`{"aud":{"x":1},"exp":"1"}`)
+	f.Add(`null`)
+	f.Fuzz(func(t *testing.T, claimsJSON string) {
+		tk, err := auth.New(auth.Config{Secret: secret, Now: func() time.Time { return now }, CacheSize: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		token := signClaims(t, claimsJSON)
+		id, until, err := tk.VerifyExpiry(token)
+		if err != nil && !errors.Is(err, auth.ErrInvalidToken) {
+			t.Fatalf("error %v does not wrap ErrInvalidToken", err)
+		}
+		refID, refUntil, refOK := reference(token, now)
+		if refOK != (err == nil) || refOK && (refID != id || !refUntil.Equal(until)) {
+			t.Fatalf("claims %s: auth accepts user %d until %s; jwt.RegisteredClaims: %d, %s, ok %v",
+				claimsJSON, id, until, refID, refUntil, refOK)
+		}
+	})
+}
+
+// BenchmarkVerifyUncached is the verification of a token seen for the first time (a socket's connect).
+func BenchmarkVerifyUncached(b *testing.B) {
+	tk, err := auth.New(auth.Config{Secret: secret, CacheSize: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	token, err := tk.Mint(123456, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := tk.Verify(token); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -8,10 +8,14 @@
 //
 //	RESULT hubs=.. sockets=.. drops=.. connect_s=.. sockets_per_s=.. p50_ms=.. p99_ms=.. last_worst_ms=..
 //	       last_median_ms=.. first_last_ms=.. missing=.. rss_per_socket_kib=.. cpu_us_per_delivery=..
+//	       hub_cpu_us_per_connect=.. box_cpu_us_per_connect=..
 //
 // where the latencies run from each drop's start_time (the event's ts) to the receipt of its drop.started
 // at the clients; last_* are the last receiver of a drop, worst and median over the drops, first_last_ms
-// that of the first drop; cpu_us_per_delivery is the hubs' CPU alone over the drops, per delivery.
+// that of the first drop; cpu_us_per_delivery is the hubs' CPU alone over the drops, per delivery;
+// hub_cpu_us_per_connect the hubs' CPU from the generators' start until every socket had its hello, per
+// socket, and box_cpu_us_per_connect that of every process of the run (hubs, generators, api, worker,
+// NATS, PostgreSQL, Redis) in the same span.
 package main
 
 import (
@@ -29,6 +33,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -229,6 +234,11 @@ func run(ctx context.Context, cfg config) (err error) {
 			profileAsync(hubs[0], "block", 10*time.Second, cfg.profile+"connect.block.pprof"),
 			profileAsync(hubs[0], "mutex", 10*time.Second, cfg.profile+"connect.mutex.pprof"))
 	}
+	// What the whole box spends on the connect: the hubs, the generators (new processes: all of their
+	// CPU), the api and worker, and the services with this harness (NATS runs in it).
+	connectHub0, connectOthers0 := cpuTimes(hubs), cpuTimes(others)
+	nats0, pg0, redis0 := servicesCPU()
+	load0 := loadAvg()
 	for g := range gens {
 		from := g * per
 		count := min(per, cfg.sockets-from)
@@ -260,6 +270,15 @@ func run(ctx context.Context, cfg config) (err error) {
 	connectS := slowestGen.Seconds()
 	logf("%d sockets ready in %.2fs, %.0f sockets/s (%d failed to connect)", connected, connectS,
 		float64(connected)/connectS, failed)
+	connectHub := cpuTimes(hubs) - connectHub0
+	connectGen := cpuTimes(gs)
+	connectOthers := cpuTimes(others) - connectOthers0
+	nats1, pg1, redis1 := servicesCPU()
+	perSocket := func(d time.Duration) float64 { return d.Seconds() * 1e6 / float64(max(1, connected)) }
+	connectBox := connectHub + connectGen + connectOthers + nats1 - nats0 + pg1 - pg0 + redis1 - redis0
+	logf("CPU of the connect per socket: hubs %.0f µs, generators %.0f µs, api+worker %.0f µs, NATS (in the harness) %.0f µs, PostgreSQL %.0f µs, Redis %.0f µs; %.2f of %d cores busy on average; load average %s → %s",
+		perSocket(connectHub), perSocket(connectGen), perSocket(connectOthers), perSocket(nats1-nats0),
+		perSocket(pg1-pg0), perSocket(redis1-redis0), connectBox.Seconds()/connectS, runtime.NumCPU(), load0, loadAvg())
 	setupStats(hubs)
 	for _, w := range waitProfiles {
 		w()
@@ -411,10 +430,11 @@ func run(ctx context.Context, cfg config) (err error) {
 			connectS/fs.connectS, pctf(lasts, 1)/fs.lastWorst, pctf(lasts, 0.5)/fs.lastMedian)
 	}
 	fmt.Printf("RESULT hubs=%d sockets=%d drops=%d connect_s=%.2f sockets_per_s=%.0f p50_ms=%.0f p99_ms=%.0f "+
-		"last_worst_ms=%.0f last_median_ms=%.0f first_last_ms=%.0f missing=%d rss_per_socket_kib=%.1f cpu_us_per_delivery=%.1f%s\n",
+		"last_worst_ms=%.0f last_median_ms=%.0f first_last_ms=%.0f missing=%d rss_per_socket_kib=%.1f cpu_us_per_delivery=%.1f "+
+		"hub_cpu_us_per_connect=%.0f box_cpu_us_per_connect=%.0f%s\n",
 		cfg.hubs, cfg.sockets, cfg.drops, connectS, float64(connected)/connectS, pctf(all, 0.5), pctf(all, 0.99),
 		pctf(lasts, 1), pctf(lasts, 0.5), firstLast, cfg.sockets*cfg.drops-received,
-		busyRSS/float64(max(1, connected)), cpuPer, floor)
+		busyRSS/float64(max(1, connected)), cpuPer, perSocket(connectHub), perSocket(connectBox), floor)
 	return nil
 }
 
@@ -442,6 +462,7 @@ func floorRun(ctx context.Context, cfg config, wsfan, tokensFile string) (floorS
 		return fs, err
 	}
 	idle := rssKiB(floor.cmd.Process.Pid)
+	floorIdleCPU := cpuTimes([]*proc{floor})
 	genWait := cfg.settle + cfg.startIn + time.Duration(cfg.drops)*cfg.every + cfg.wait
 	out := cfg.dir + "/lat-floor.txt"
 	gen, err := startProc("floor-gen", exec.Command(wsfan, "-url", "ws://"+addr+"/ws", "-tokens", tokensFile,
@@ -456,8 +477,11 @@ func floorRun(ctx context.Context, cfg config, wsfan, tokensFile string) (floorS
 		return fs, fmt.Errorf("%s: %w (log: %s)", gen.name, err, gen.logPath)
 	}
 	fs.connectS = floatField(line, "connect_s")
+	n := float64(max(1, cfg.sockets-intField(line, "failed")))
+	logf("floor: CPU of the connect per socket: server %.0f µs, generator %.0f µs",
+		(cpuTimes([]*proc{floor})-floorIdleCPU).Seconds()*1e6/n, cpuTimes([]*proc{gen}).Seconds()*1e6/n)
 	busy := settledRSS([]*proc{floor}, cfg.settle)
-	fs.rssPerSocket = busy / float64(max(1, cfg.sockets-intField(line, "failed")))
+	fs.rssPerSocket = busy / n
 	logf("floor: %d sockets in %.2fs, RSS %.0f MiB idle, %.0f MiB busy", cfg.sockets, fs.connectS, idle/1024, busy/1024)
 	first := time.Now().Add(cfg.startIn).Truncate(time.Millisecond)
 	time.Sleep(time.Until(first) - 200*time.Millisecond)
@@ -811,6 +835,17 @@ func setupStats(hubs []*proc) {
 		}
 	}
 	logf("hub setup, mean per socket: %s", strings.Join(parts, " "))
+	sumOf := func(series string) float64 {
+		t := 0.0
+		for _, h := range hubs {
+			t += scrape(h.addr, series)
+		}
+		return t
+	}
+	batches := sumOf("livedrops_hub_follow_load_batch_users_count")
+	logf("hub follow loads: %.0f batches of %.1f users on average; %.0f NATS confirmations (flushes), %.0f skipped",
+		batches, sumOf("livedrops_hub_follow_load_batch_users_sum")/max(1, batches),
+		sumOf("livedrops_hub_confirmations_total"), sumOf("livedrops_hub_confirmations_skipped_total"))
 }
 
 // storm kills hub 0 and its generators' sockets, and makes all of its clients reconnect at once to a
@@ -1038,6 +1073,15 @@ func settledRSS(hubs []*proc, maxWait time.Duration) float64 {
 	}
 }
 
+// loadAvg is the machine's load average over the last minute, as /proc/loadavg has it.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
+}
+
 // rssKiB is a process's resident set.
 func rssKiB(pid int) float64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -1086,7 +1130,14 @@ func procCPU(pid int) time.Duration {
 
 // selfCPU is this process's CPU (embedded NATS and the harness) plus its services' (PostgreSQL, Redis).
 func selfCPU() time.Duration {
-	total := procCPU(os.Getpid())
+	nats, pg, redis := servicesCPU()
+	return nats + pg + redis
+}
+
+// servicesCPU is the CPU of this process (embedded NATS and the harness), of its PostgreSQL and of its
+// Redis.
+func servicesCPU() (nats, pg, redis time.Duration) {
+	nats = procCPU(os.Getpid())
 	// children of this process that are not hubs or generators: the service servers
 	entries, _ := os.ReadDir("/proc")
 	me := strconv.Itoa(os.Getpid())
@@ -1103,10 +1154,14 @@ func selfCPU() time.Duration {
 		comm := s[strings.IndexByte(s, '(')+1 : strings.LastIndexByte(s, ')')]
 		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
 		if len(f) > 1 && (comm == "postgres" || comm == "redis-server") && ancestorIs(pid, me) {
-			total += procCPU(pid)
+			if comm == "postgres" {
+				pg += procCPU(pid)
+			} else {
+				redis += procCPU(pid)
+			}
 		}
 	}
-	return total
+	return nats, pg, redis
 }
 
 func ancestorIs(pid int, ancestor string) bool {
