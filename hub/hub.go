@@ -320,6 +320,7 @@ type Hub struct {
 	gcPercent  atomic.Int64 // the GOGC to restore after it
 	loads      chan *user   // users whose follow list is to be read
 	flushes    *flushGroup
+	stage      stagePool // the setup stage's goroutines
 
 	recent       *recentIDs // the last event ids delivered, to drop re-publications
 	dropCreators sync.Map   // drop id -> creator id (a drop never changes creator)
@@ -376,6 +377,7 @@ func New(cfg Config, deps Deps) (*Hub, error) {
 		replays:  make(chan *replayReq, cfg.MaxSetups),
 		setups:   make(chan struct{}, cfg.MaxSetups),
 		loads:    make(chan *user, cfg.MaxSetups),
+		stage:    stagePool{jobs: make(chan func())},
 		flushes:  &flushGroup{bus: deps.Bus, timeout: cfg.SetupTimeout, m: m},
 		seqCache: newSeqCache(4096),
 		recent:   newRecentIDs(cfg.RecentIDs),
@@ -402,11 +404,8 @@ func New(cfg Config, deps Deps) (*Hub, error) {
 		h.bg.Add(1)
 		go h.adaptLoop()
 	}
-	if cfg.ReleaseAfter > 0 || cfg.GCGrowth > 0 || cfg.BurstGCPercent > 0 {
-		h.bg.Add(1)
-		go h.releaseLoop()
-	}
-	h.bg.Add(3)
+	h.bg.Add(4)
+	go h.releaseLoop()
 	go h.expiryLoop()
 	go h.keepAliveLoop()
 	go h.presence.loop()
@@ -447,6 +446,9 @@ func (h *Hub) shutdown(ctx context.Context) error {
 		<-done
 		err = fmt.Errorf("hub: drain: %w", ctx.Err())
 	}
+	h.stage.mu.Lock()
+	h.stage.stopped = true // before h.bg.Wait: no goroutine of the stage starts after it
+	h.stage.mu.Unlock()
 	close(h.stop)
 	h.bg.Wait()
 	h.flushes.wg.Wait()

@@ -69,8 +69,88 @@ func (h *Hub) admit(ctx context.Context) (release func(), err error) {
 	}, nil
 }
 
+// inStage runs f on one of the setup stage's goroutines and returns once f returned (a panic in f is
+// raised again here); the caller holds a place in the stage.
+//
+// net/http serves each connection on a goroutine of its own that starts on the smallest stack, and a
+// socket's setup (the token, the upgrade and its hijack, the follow list) needs several times that: on
+// net/http's goroutine every socket grew its stack twice or three times, each time copying it (12% of a
+// hub's CPU in a connect burst, BENCHMARKS.md issue 11). The stage's goroutines keep the stack they grew
+// from one setup to the next. They are started when a setup finds none idle, at most Config.MaxSetups
+// of them (one per place); those idle through a second without a setup end (releaseLoop).
+func (h *Hub) inStage(f func()) {
+	done := make(chan any, 1)
+	job := func() {
+		defer func() { done <- recover() }()
+		f()
+	}
+	select {
+	case h.stage.jobs <- job: // an idle goroutine of the stage takes it
+	default:
+		if !h.startStageWorker(job) {
+			select {
+			case h.stage.jobs <- job: // every goroutine the stage may have exists: the next free one
+			case <-h.stop:
+				job() // the hub is stopping: here
+			}
+		}
+	}
+	if p := <-done; p != nil {
+		panic(p)
+	}
+}
+
+// stagePool is the setup stage's goroutines.
+type stagePool struct {
+	jobs chan func()
+
+	mu      sync.Mutex
+	n       int  // goroutines started
+	stopped bool // no more are started (Shutdown)
+}
+
+// startStageWorker starts a goroutine of the stage with job, unless the stage has all it may have or the
+// hub is stopping.
+func (h *Hub) startStageWorker(job func()) bool {
+	h.stage.mu.Lock()
+	defer h.stage.mu.Unlock()
+	if h.stage.stopped || h.stage.n >= h.cfg.MaxSetups {
+		return false
+	}
+	h.stage.n++
+	h.bg.Add(1)
+	go h.stageWorker(job)
+	return true
+}
+
+func (h *Hub) stageWorker(job func()) {
+	defer h.bg.Done()
+	for job != nil { // nil: idle through a quiet second, it ends (endIdleStageWorkers)
+		job()
+		select {
+		case job = <-h.stage.jobs:
+		case <-h.stop:
+			return
+		}
+	}
+}
+
+// endIdleStageWorkers ends the goroutines of the stage that wait for a setup.
+func (h *Hub) endIdleStageWorkers() {
+	h.stage.mu.Lock()
+	defer h.stage.mu.Unlock()
+	for {
+		select {
+		case h.stage.jobs <- nil:
+			h.stage.n--
+		default:
+			return
+		}
+	}
+}
+
 // releaseLoop keeps the hub's memory near what its sockets need, and its collections away from
-// fan-outs. (During a connect burst admit raises GOGC to Config.BurstGCPercent; the first quiet second
+// fan-outs; after a second without a setup it ends the setup stage's idle goroutines. (During a connect burst admit raises GOGC to Config.BurstGCPercent; the first quiet second
 // after it restores the process's own setting.) Once a second it checks two things:
 //
 //   - a connect burst is over (no setup for a second after at least Config.ReleaseAfter of them): the
@@ -98,6 +178,9 @@ func (h *Hub) releaseLoop() {
 		n := h.setupsDone.Load()
 		quiet := h.cfg.Now().UnixNano()-h.lastFanOut.Load() > int64(time.Second)
 		burstOver := n == prev && len(h.setups) == 0
+		if burstOver {
+			h.endIdleStageWorkers()
+		}
 		if burstOver && h.burst.Load() {
 			debug.SetGCPercent(int(h.gcPercent.Load())) // before the collection below sets the next goal
 			h.burst.Store(false)

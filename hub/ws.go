@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/coder/websocket"
 
@@ -25,13 +26,22 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 			Detail: "GET /ws is a WebSocket endpoint; GET /events serves the same events as Server-Sent Events"})
 		return
 	}
-	// The whole setup, from checking the token to the hello, runs inside the setup stage.
+	// The whole setup, from checking the token to the hello, runs inside the setup stage, on one of its
+	// goroutines.
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.SetupTimeout)
 	defer cancel()
 	release, admitErr := h.admit(ctx)
-	if admitErr == nil {
-		defer release()
+	if admitErr != nil {
+		h.setupWS(ctx, w, r, token, t0, admitErr) // refused: a close frame, on this goroutine
+		return
 	}
+	defer release()
+	h.inStage(func() { h.setupWS(ctx, w, r, token, t0, nil) })
+}
+
+// setupWS upgrades r, checks it and sets its socket up; admitErr is why the socket got no place in the
+// setup stage (it is refused once upgraded).
+func (h *Hub) setupWS(ctx context.Context, w http.ResponseWriter, r *http.Request, token string, t0 time.Time, admitErr error) {
 	originOK, _ := matchOrigin(r.Header.Get("Origin"), r.Host, h.cfg.AllowedOrigins)
 	var userID, until int64
 	var authErr error
