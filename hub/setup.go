@@ -150,8 +150,9 @@ func (h *Hub) endIdleStageWorkers() {
 }
 
 // releaseLoop keeps the hub's memory near what its sockets need, and its collections away from
-// fan-outs; after a second without a setup it ends the setup stage's idle goroutines. (During a connect burst admit raises GOGC to Config.BurstGCPercent; the first quiet second
-// after it restores the process's own setting.) Once a second it checks two things:
+// fan-outs; after a second without a setup it ends the setup stage's idle goroutines. (During a connect
+// burst admit raises GOGC to Config.BurstGCPercent; the first quiet second after it restores the
+// process's own setting.) Once a second it checks two things:
 //
 //   - a connect burst is over (no setup for a second after at least Config.ReleaseAfter of them): the
 //     buffers, tokens and queries of thousands of setups would otherwise stay in the RSS until the heap
