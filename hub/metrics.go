@@ -106,6 +106,7 @@ type metrics struct {
 	resumeSeconds    prometheus.Histogram
 	setup            [len(setupStages)]prometheus.Observer
 	settingUp        prometheus.Gauge
+	stageWorkers     prometheus.Gauge
 	flushes          prometheus.Counter
 	flushWaiters     prometheus.Histogram
 	loadBatch        prometheus.Histogram
@@ -168,6 +169,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"stage"})
 	m.settingUp = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "setups_in_progress",
 		Help: "Sockets in the setup stage (authenticated, subscribing, not yet greeted)."})
+	m.stageWorkers = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "setup_goroutines",
+		Help: "Goroutines of the setup stage, which run the setups (at most the stage's places; idle ones end after a second without a setup)."})
 	m.flushes = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "confirmations_total",
 		Help: "Round trips to the NATS server confirming subscriptions (each serves every socket waiting)."})
 	m.flushWaiters = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "confirmation_waiters",
@@ -248,7 +251,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	var errs []error
 	for _, c := range []prometheus.Collector{m.sockets, m.subscriptions, m.queued, m.slowSockets, m.received, written,
 		latency, m.dropped, m.disconnects, m.refused, m.resumes, m.replayed, m.resumeSeconds, setup,
-		m.settingUp, m.flushes, m.flushWaiters, m.loadBatch, m.loadsWaiting, m.replayBatch, m.confirmSkipped, m.ignored, m.interestMode,
+		m.settingUp, m.stageWorkers, m.flushes, m.flushWaiters, m.loadBatch, m.loadsWaiting, m.replayBatch, m.confirmSkipped, m.ignored, m.interestMode,
 		m.interestShare, m.interestSwitches, m.collections, m.bursts, m.gaps, m.refilled, m.refillSeconds, lookups, frames} {
 		errs = append(errs, reg.Register(c))
 	}

@@ -118,6 +118,7 @@ func (h *Hub) startStageWorker(job func()) bool {
 		return false
 	}
 	h.stage.n++
+	h.m.stageWorkers.Inc()
 	h.bg.Add(1)
 	go h.stageWorker(job)
 	return true
@@ -125,6 +126,7 @@ func (h *Hub) startStageWorker(job func()) bool {
 
 func (h *Hub) stageWorker(job func()) {
 	defer h.bg.Done()
+	defer h.m.stageWorkers.Dec()
 	for job != nil { // nil: idle through a quiet second, it ends (endIdleStageWorkers)
 		job()
 		select {

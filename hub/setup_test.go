@@ -90,6 +90,9 @@ func TestSetupStageBatchesAndBounds(t *testing.T) {
 	if got, want := n.histSum("livedrops_hub_follow_load_batch_users"), float64(users); got != want {
 		t.Errorf("users over the load batches: %v, want %v", got, want)
 	}
+	if got := n.metric("livedrops_hub_setup_goroutines"); got < 1 || got > users {
+		t.Errorf("goroutines of the setup stage: %v, want 1 to %d (one per socket in setup at most)", got, users)
+	}
 	for _, c := range clients {
 		c.close()
 	}
@@ -111,6 +114,12 @@ func TestSetupStageBatchesAndBounds(t *testing.T) {
 	if got := n.metric("livedrops_hub_setups_in_progress"); got != 0 {
 		t.Errorf("sockets in setup after the hellos: %v, want 0", got)
 	}
+	// The setups ran on at most as many goroutines as the stage has places; idle through a second
+	// without a setup, they end.
+	if got := n.metric("livedrops_hub_setup_goroutines"); got < 1 || got > 16 {
+		t.Errorf("goroutines of the setup stage: %v, want 1 to 16 (its places)", got)
+	}
+	waitFor(t, "the stage's idle goroutines ended", func() bool { return n.metric("livedrops_hub_setup_goroutines") == 0 })
 }
 
 // A socket that finds no place in the setup stage within AdmitTimeout is closed with 4002 (reconnect);
