@@ -470,15 +470,16 @@ func startStack(t *testing.T, cfg stackConfig) *stack {
 	t.Cleanup(s.db.Close)
 	s.push = startPush(t, dir)
 
-	// Workers first: their relay creates the stream (3 replicas) the hubs read. One after the other: two
-	// workers started together on the new cluster race to create the push notifier's streams too, and
-	// a worker exits when that times out (unlike the relay stream's creation, its start-up attempt is
-	// fatal).
+	// Workers first, together, as deployments start them: their relay creates the stream (3 replicas)
+	// the hubs read. On the new cluster they race to create the stream and the push notifier's streams,
+	// and either may time out: neither is fatal, and a worker is ready once its push streams exist.
 	for i := range 2 {
 		s.workers = append(s.workers, s.newRole("worker", i))
 	}
 	for _, w := range s.workers {
 		w.start()
+	}
+	for _, w := range s.workers {
 		w.waitReady(t, 2*time.Minute)
 	}
 	s.waitStream(time.Minute)
