@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -43,6 +44,10 @@ type App struct {
 	hub *hubNode
 	// worker runs the relay and the scheduler (roles worker and all); stopped before NATS drains.
 	worker *worker
+	// pushPending: the push notifier is configured but its streams are not created yet (push.go);
+	// readiness fails meanwhile, since creator events published before its consumer exists are never
+	// pushed on a first deployment.
+	pushPending atomic.Bool
 	// orders is the REST API's order store (roles api and all); closed after the HTTP server.
 	orders *postgres.Orders
 
@@ -116,6 +121,14 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err er
 			return a, err
 		}
 		checks = append(checks, httpkit.Check{Name: "nats", Check: jetstream.Check(a.nc)})
+	}
+	if cfg.Role == "worker" || cfg.Role == "all" {
+		checks = append(checks, httpkit.Check{Name: "push", Check: func(context.Context) error {
+			if a.pushPending.Load() {
+				return errPushPending
+			}
+			return nil
+		}})
 	}
 
 	a.registry = prometheus.NewRegistry()

@@ -62,6 +62,13 @@ func (a *App) startWorker(ctx context.Context) error {
 	// The jobs outlive Start's ctx: they stop in Shutdown's worker step.
 	workCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	w := &worker{stop: stop}
+	// The notifier first: its first attempt at creating its streams and consumers runs before the
+	// relay's own stream update when it starts leading (nats-server 2.15's file store races a consumer
+	// creation against a concurrent update of its stream: seen under -race with the embedded server).
+	if err := a.startNotifier(workCtx, w); err != nil {
+		stop()
+		return fmt.Errorf("worker: %w", err)
+	}
 	w.wg.Go(func() {
 		if err := rel.Run(workCtx); err != nil {
 			a.logger.Error("relay stopped", "err", err)
@@ -73,9 +80,6 @@ func (a *App) startWorker(ctx context.Context) error {
 		}
 	})
 	a.worker = w
-	if err := a.startNotifier(workCtx, w); err != nil {
-		return fmt.Errorf("worker: %w", err)
-	}
 	return nil
 }
 

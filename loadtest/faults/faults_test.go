@@ -1,9 +1,10 @@
 // Package faults_test is the multi-process fault test: the real livedrops binary as two api, two hub and
 // two worker processes over PostgreSQL, Redis (one server, or a Redis Cluster) and a three-node NATS
-// cluster with JetStream (stream replicas 3), a steady load of orders on hot drops and a few thousand
-// followers' sockets spread over both hubs; then faults, one at a time, with the invariants checked
-// after each from the database and the clients' logs. RELIABILITY.md describes each fault, its promise
-// and how this test checks it.
+// cluster with JetStream (stream replicas 3), a steady load of orders on hot drops, a few thousand
+// followers' sockets spread over both hubs, and followers with no socket whose devices the workers push
+// to through the providers' stand-ins (push_test.go); then faults, one at a time, with the invariants
+// checked after each from the database, the clients' logs and the stand-ins' records. RELIABILITY.md
+// describes each fault, its promise and how this test checks it.
 //
 // `go test ./loadtest/faults` (part of `make test`) runs the short version: fewer sockets, shorter
 // phases, one Redis server. `make test-faults` runs the whole of it (-faults.full): more sockets and
@@ -21,6 +22,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/livedrops/livedrops/fanout/push/pushtest"
 )
 
 var (
@@ -33,6 +36,7 @@ var (
 // params size a run.
 type params struct {
 	followers  int           // sockets, one per follower
+	offline    int           // followers with no socket and a device each (push_test.go)
 	buyers     int           // buyer goroutines
 	pace       time.Duration // mean pause between one buyer's intents
 	stock      int           // units of each hot drop
@@ -41,9 +45,9 @@ type params struct {
 
 func runParams() params {
 	if *full {
-		return params{followers: 3000, buyers: 12, pace: 60 * time.Millisecond, stock: 1500, warm: 3 * time.Second, cool: 3 * time.Second}
+		return params{followers: 3000, offline: 600, buyers: 12, pace: 60 * time.Millisecond, stock: 1500, warm: 3 * time.Second, cool: 3 * time.Second}
 	}
-	return params{followers: 1000, buyers: 6, pace: 60 * time.Millisecond, stock: 600, warm: 2 * time.Second, cool: 2 * time.Second}
+	return params{followers: 1000, offline: 200, buyers: 6, pace: 60 * time.Millisecond, stock: 600, warm: 2 * time.Second, cool: 2 * time.Second}
 }
 
 func TestFaults(t *testing.T) {
@@ -62,9 +66,11 @@ type run struct {
 	w       *world
 	c       *clients
 	l       *load
-	fromRow int64 // outbox rows up to this one were written before the sockets were ready
-	maxID   int64 // and their largest event id
-	nextC   int64 // creator of the next hot drop
+	pw      *pushWorld
+	pushAt  pushtest.Stats // the stand-ins' counters at the end of the last phase
+	fromRow int64          // outbox rows up to this one were written before the sockets were ready
+	maxID   int64          // and their largest event id
+	nextC   int64          // creator of the next hot drop
 	summary []string
 	seen    map[string]bool // delivery problems already reported by an earlier phase
 }
@@ -72,10 +78,15 @@ type run struct {
 func runFaults(t *testing.T, p params, cluster bool) {
 	s := startStack(t, stackConfig{redisCluster: cluster, reqTimeout: 3 * time.Second})
 	w := seedWorld(t, s, 4, p.followers)
+	pw := seedPush(t, s, w, p.offline)
 	started := time.Now()
+	registerDevices(t, s, w, pw)
+	t.Logf("%d devices registered (%d offline followers, %d of the clients' users) in %s", len(pw.offline)+len(pw.online),
+		len(pw.offline), len(pw.online), time.Since(started).Round(time.Millisecond))
+	started = time.Now()
 	c := startClients(t, s, w, 2)
 	t.Logf("%d sockets connected over 2 hubs in %s", p.followers, time.Since(started).Round(time.Millisecond))
-	r := &run{t: t, p: p, s: s, w: w, c: c, l: newLoad(t, s, w, p.pace), nextC: 1, seen: map[string]bool{}}
+	r := &run{t: t, p: p, s: s, w: w, c: c, l: newLoad(t, s, w, p.pace), pw: pw, pushAt: s.push.stats(), nextC: 1, seen: map[string]bool{}}
 	if err := s.db.QueryRow(context.Background(), `SELECT coalesce(max(id), 0), coalesce(max(event_id::bigint), 0) FROM outbox`).
 		Scan(&r.fromRow, &r.maxID); err != nil {
 		t.Fatal(err)
@@ -129,6 +140,7 @@ var faultPhases = []struct {
 	{"hub-sigkill", true, "", 2 * time.Second, (*run).hubKill},
 	{"api-sigkill", false, "", 2 * time.Second, (*run).apiKill},
 	{"worker-sigkill", false, "", 2 * time.Second, (*run).workerKill},
+	{"worker-sigkill-mid-push", false, "", 2 * time.Second, (*run).workerKillMidPush},
 	// The relay publishes the backlog in one burst when the workers return: the hub's reordering shows.
 	// fanout/relay's TestAllWorkersDownAcrossStartTime checks the stream's order in make test meanwhile.
 	{"workers-down-across-start", false, "", 0, (*run).workersDown},
@@ -235,6 +247,22 @@ func (r *run) phase(name string, fault func(*run, *phase), bound time.Duration) 
 		fail("%s: deliveries (all since the sockets connected): %s; new in this phase: %d, e.g. %v", name, d,
 			len(fresh), fresh[:min(len(fresh), 8)])
 	}
+	pc := r.checkPushes(ctx, time.Minute)
+	var freshPush []string
+	for _, p := range pc.problems {
+		if !r.seen[p] {
+			r.seen[p] = true
+			freshPush = append(freshPush, p)
+		}
+	}
+	if len(freshPush) > 0 {
+		fail("%s: pushes (all since the sockets connected): %s; new in this phase: %d, e.g. %v", name, pc,
+			len(freshPush), freshPush[:min(len(freshPush), 8)])
+	}
+	pushAt := r.s.push.stats()
+	pushLine := fmt.Sprintf("push_pairs_total=%d push_missing=%d push_twice=%d push_online=%d %s", pc.expected, pc.missing,
+		pc.twice, pc.online, pushFigures(pushAt, r.pushAt))
+	r.pushAt = pushAt
 	confirmed, refused, problems := r.l.checkOrders(ctx)
 	for i, p := range problems {
 		if !r.seen[p] && i < 20 {
@@ -279,10 +307,10 @@ func (r *run) phase(name string, fault func(*run, *phase), bound time.Duration) 
 		ans = append(ans, fmt.Sprintf("%s:%d", strings.ReplaceAll(k, " ", "/"), answers[k]))
 	}
 	line := fmt.Sprintf("PHASE %s ok=%v took_s=%.1f answers=%s orders_confirmed_total=%d refused_total=%d deliveries_total=%d "+
-		"missing=%d twice=%d resumes_total=%d disconnects=%d latency_ms_p50=%.0f p99=%.0f max=%.0f after_recovery_p99=%.0f max=%.0f %s",
+		"missing=%d twice=%d resumes_total=%d disconnects=%d latency_ms_p50=%.0f p99=%.0f max=%.0f after_recovery_p99=%.0f max=%.0f %s %s",
 		name, !failed, ph.end.Sub(ph.start).Seconds(), strings.Join(ans, ","), confirmed, refused, d.delivered,
 		d.missing, d.duplicates, d.resumes, disconnects, pct(all, 0.5), pct(all, 0.99), pct(all, 1), pct(after, 0.99), pct(after, 1),
-		strings.Join(ph.notes, "; "))
+		pushLine, strings.Join(ph.notes, "; "))
 	t.Log(line)
 	r.summary = append(r.summary, line)
 }

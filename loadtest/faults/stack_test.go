@@ -27,9 +27,10 @@ import (
 
 // The stack: PostgreSQL (pglocal), Redis (one redislocal server, or a Redis Cluster of six
 // redis-server processes), a NATS cluster of three nats-server processes with JetStream, and the
-// livedrops roles as processes of the real binary. Every livedrops process reaches PostgreSQL and each
-// NATS node through a proxy of the test (proxy_test.go), so the network between them can be slowed and
-// cut; the test itself talks to the servers directly.
+// livedrops roles as processes of the real binary, the workers pushing to the FCM and Web Push
+// stand-ins the test runs (push_test.go). Every livedrops process reaches PostgreSQL and each NATS node
+// through a proxy of the test (proxy_test.go), so the network between them can be slowed and cut; the
+// test itself talks to the servers directly.
 
 const jwtSecret = "faults-test-secret-0123456789abcdef-0123"
 
@@ -403,6 +404,7 @@ type stack struct {
 	apis     []*role
 	hubs     []*role
 	workers  []*role
+	push     *pushStandins // the push providers' stand-ins (push_test.go)
 	reqLimit time.Duration
 }
 
@@ -466,8 +468,11 @@ func startStack(t *testing.T, cfg stackConfig) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.db.Close)
+	s.push = startPush(t, dir)
 
-	// Workers first: their relay creates the stream (3 replicas) the hubs read.
+	// Workers first, together, as deployments start them: their relay creates the stream (3 replicas)
+	// the hubs read. On the new cluster they race to create the stream and the push notifier's streams,
+	// and either may time out: neither is fatal, and a worker is ready once its push streams exist.
 	for i := range 2 {
 		s.workers = append(s.workers, s.newRole("worker", i))
 	}
@@ -488,7 +493,7 @@ func startStack(t *testing.T, cfg stackConfig) *stack {
 	for _, r := range append(append([]*role{}, s.apis...), s.hubs...) {
 		r.waitReady(t, 2*time.Minute)
 	}
-	t.Logf("stack up in %s: PostgreSQL, %s, NATS x3 (R3), api x2, hub x2, worker x2; work dir %s",
+	t.Logf("stack up in %s: PostgreSQL, %s, NATS x3 (R3), api x2, hub x2, worker x2, FCM and Web Push stand-ins; work dir %s",
 		time.Since(started).Round(time.Millisecond), map[bool]string{true: "Redis Cluster (3+3)", false: "Redis"}[cfg.redisCluster], dir)
 	return s
 }
@@ -541,6 +546,12 @@ func (s *stack) newRole(name string, i int) *role {
 		"LIVEDROPS_SHUTDOWN_TIMEOUT=10s",
 		"LIVEDROPS_LOG_LEVEL=info",
 		"LIVEDROPS_DB_MAX_CONNS=20",
+	}
+	switch name {
+	case "worker":
+		env = append(env, s.push.workerEnv()...)
+	case "api":
+		env = append(env, s.push.apiEnv()...)
 	}
 	n := fmt.Sprintf("%s-%d", name, i)
 	c := newChild(s.t, n, filepath.Join(s.dir, n+".log"), s.bin.livedrops, []string{name}, env)

@@ -1,5 +1,8 @@
 package redis
 
+// ParsePage is parsePage, for the fuzz target.
+var ParsePage = parsePage
+
 // LeaseKeys is how many keys l keeps leases for (tests only).
 func LeaseKeys(l *Limiter) int {
 	n := 0

@@ -207,8 +207,8 @@ func (f *FollowLists) read(ctx context.Context, users []int64, versions []string
 			if err != nil {
 				return nil, nil, err
 			}
-			var ids []int64
-			if len(b) == 0 || b[0] != '[' || json.Unmarshal(b, &ids) != nil {
+			ids, ok := parsePage(b)
+			if !ok {
 				// A value this version cannot read: load it again (and overwrite it).
 				delete(out, u)
 				misses = append(misses, u)
@@ -222,6 +222,15 @@ func (f *FollowLists) read(ctx context.Context, users []int64, versions []string
 		todo = next
 	}
 	return out, misses, nil
+}
+
+// parsePage reads a cached page of followed creator ids, a JSON array of integers as fill writes it;
+// ok is false for anything else (an empty value, another type, a malformed or out-of-range number).
+func parsePage(b []byte) (ids []int64, ok bool) {
+	if len(b) == 0 || b[0] != '[' || json.Unmarshal(b, &ids) != nil {
+		return nil, false
+	}
+	return ids, true
 }
 
 // fill stores the lists loaded for users under the versions read before the load.
