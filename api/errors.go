@@ -101,15 +101,22 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // dependencyDown reports whether err says that a server the request needs (PostgreSQL, Redis) could not
-// be reached or dropped the connection: a network error, a connection closed mid-answer, or a
+// be reached or dropped the connection: a network error, a connection closed mid-answer or before its
+// use (an error whose SafeToRetry method says nothing was sent: pgconn's "conn closed"), or a
 // PostgreSQL refusal of the connection itself (SQLSTATE class 08, 53300 too many connections, 57P01-03
 // shutting down or starting up). Such a request may be tried again as it is; its answer is 503, not a
-// 500 that would say the request itself broke something. It reads the SQLSTATE through the error's
-// SQLState method (pgconn.PgError has it), so api does not depend on the driver.
+// 500 that would say the request itself broke something. It reads the SQLSTATE and SafeToRetry
+// through the error's methods (pgconn's errors have them), so api does not depend on the driver.
 func dependencyDown(err error) bool {
 	var netErr net.Error
 	if errors.As(err, &netErr) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return true
+	}
+	// The driver's word that the request failed before anything reached the server (pgconn: a pooled
+	// connection the server had already closed, "conn closed"): it may be tried again as it is.
+	var retryable interface{ SafeToRetry() bool }
+	if errors.As(err, &retryable) && retryable.SafeToRetry() {
 		return true
 	}
 	var coded interface{ SQLState() string }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/livedrops/livedrops/api"
 	"github.com/livedrops/livedrops/store/postgres/pglocal"
+	"github.com/livedrops/livedrops/store/storetest"
 )
 
 // A request that fails because PostgreSQL (or Redis) cannot be reached is 503 problem+json, to be
@@ -30,12 +31,26 @@ func TestUnreachableDependencyIs503(t *testing.T) {
 	if refused == nil {
 		t.Fatal("connected to a port nothing listens on")
 	}
+	// A pooled connection the server closed (PostgreSQL's fast shutdown, a cut connection) before the
+	// request used it: the driver says "conn closed", nothing was sent.
+	conn, err := pgx.Connect(ctx, storetest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, closed := conn.Exec(ctx, "SELECT 1")
+	if closed == nil {
+		t.Fatal("a closed connection ran a statement")
+	}
 	tests := []struct {
 		name string
 		err  error
 		want int
 	}{
 		{"connection refused", fmt.Errorf("place order: %w", refused), http.StatusServiceUnavailable},
+		{"connection closed before use", fmt.Errorf("place order: %w", closed), http.StatusServiceUnavailable},
 		{"connection closed mid-answer", fmt.Errorf("place order: %w", io.ErrUnexpectedEOF), http.StatusServiceUnavailable},
 		{"server shutting down", fmt.Errorf("x: %w", &pgconn.PgError{Code: "57P01", Message: "terminating connection due to administrator command"}),
 			http.StatusServiceUnavailable},

@@ -272,7 +272,8 @@ func (r *run) phase(name string, fault func(*run, *phase), bound time.Duration) 
 	}
 	for label, n := range answers {
 		if strings.HasPrefix(label, "5") && !strings.HasPrefix(label, "503 ") || strings.Contains(label, "not-problem-json") {
-			fail("%s: %d answers %q (a 5xx other than 503, or not problem+json)", name, n, label)
+			fail("%s: %d answers %q (a 5xx other than 503, or not problem+json); the apis' errors:\n%s", name, n, label,
+				r.s.apiErrors(10))
 		}
 	}
 	if len(slow) > 0 {

@@ -630,6 +630,27 @@ func (s *stack) relayLeader() *role {
 	return leader
 }
 
+// apiErrors returns the last n lines the api processes logged at level ERROR (a 500's cause: the
+// problem+json only says "internal"), each prefixed by its process's name.
+func (s *stack) apiErrors(n int) string {
+	var out []string
+	for _, a := range s.apis {
+		b, err := os.ReadFile(a.logPath)
+		if err != nil {
+			out = append(out, a.name+": "+err.Error())
+			continue
+		}
+		var lines []string
+		for l := range strings.Lines(string(b)) {
+			if strings.Contains(l, `"level":"ERROR"`) && !strings.Contains(l, `"msg":"order batch failed"`) {
+				lines = append(lines, a.name+": "+strings.TrimSpace(l))
+			}
+		}
+		out = append(out, lines[max(0, len(lines)-n):]...)
+	}
+	return strings.Join(out, "\n")
+}
+
 func tailFile(path string, n int) string {
 	b, _ := os.ReadFile(path)
 	if len(b) > n {
