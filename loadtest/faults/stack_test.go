@@ -187,6 +187,10 @@ cluster {
 		}
 		nd.child = newChild(t, "nats-"+nd.name, filepath.Join(dir, nd.name+".log"), bin, []string{"-c", confPath}, nil)
 		nd.start()
+	}
+	// The proxies only once every node listens: a proxy's listener takes an ephemeral port, which could
+	// be one freePort handed to a node not started yet.
+	for _, nd := range nodes {
 		nd.proxy = startProxy(t, fmt.Sprintf("127.0.0.1:%d", nd.port))
 	}
 	for _, nd := range nodes {
@@ -200,13 +204,16 @@ func (nd *natsNode) waitHealthy(t *testing.T, wait time.Duration) {
 	t.Helper()
 	u := fmt.Sprintf("http://127.0.0.1:%d/healthz", nd.monitorPort)
 	checkFor(t, wait, 100*time.Millisecond, func() error {
+		if !nd.running() {
+			t.Fatalf("nats %s exited; its log ends:\n%s", nd.name, tailFile(nd.logPath, 3000))
+		}
 		resp, err := http.Get(u)
 		if err != nil {
 			return err
 		}
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("nats %s: /healthz %d", nd.name, resp.StatusCode)
+			return fmt.Errorf("nats %s: /healthz %d; its log ends:\n%s", nd.name, resp.StatusCode, tailFile(nd.logPath, 2000))
 		}
 		return nil
 	})
