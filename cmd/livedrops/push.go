@@ -166,15 +166,11 @@ func (a *App) startNotifier(ctx context.Context, w *worker) error {
 		return err
 	}
 	// One attempt now, the rest (if it failed) in the background, the worker running meanwhile.
-	ensured := true
-	if err := queue.Ensure(ctx); err != nil {
-		ensured = false
-		a.logger.Warn("push: cannot create the push streams yet; retrying in the background", "err", err)
-	}
-	a.pushPending.Store(!ensured)
+	first := queue.Ensure(ctx)
+	a.pushPending.Store(first != nil)
 	w.wg.Go(func() {
-		if !ensured {
-			if err := ensurePushQueue(ctx, queue, a.logger); err != nil {
+		if first != nil {
+			if err := ensurePushQueue(ctx, queue, first, a.logger); err != nil {
 				return // ctx ended: the worker is stopping
 			}
 			a.pushPending.Store(false)
@@ -189,28 +185,25 @@ func (a *App) startNotifier(ctx context.Context, w *worker) error {
 // errPushPending: the readiness check's answer while the push streams are not created yet.
 var errPushPending = errors.New("push streams not created yet")
 
-// ensurer creates what a queue needs (jetstream.PushQueue).
-type ensurer interface {
-	Ensure(ctx context.Context) error
-}
-
-// ensurePushQueue creates the push streams and consumers, retrying with capped exponential backoff and
-// jitter until it succeeds or ctx ends. Not fatal, as for the relay's stream: workers started together
-// on a new NATS cluster race to create the R3 streams and can all time out (seen in loadtest/faults),
-// and the events consumer needs the events stream, which the leading relay creates; the relay, the
-// scheduler and the rest of the worker run meanwhile.
-func ensurePushQueue(ctx context.Context, q ensurer, log *slog.Logger) error {
+// ensurePushQueue creates the push streams and consumers after a first attempt failed with first,
+// retrying with capped exponential backoff and jitter until it succeeds or ctx ends. Not fatal, as for
+// the relay's stream: workers started together on a new NATS cluster race to create the R3 streams and
+// can all time out (seen in loadtest/faults), and the events consumer needs the events stream, which
+// the leading relay creates; the relay, the scheduler and the rest of the worker run meanwhile.
+func ensurePushQueue(ctx context.Context, q *jetstream.PushQueue, first error, log *slog.Logger) error {
 	b := retry.WithCappedDuration(10*time.Second, retry.WithJitterPercent(20, retry.NewExponential(500*time.Millisecond)))
 	attempt := 0
 	return retry.Do(ctx, b, func(ctx context.Context) error {
 		attempt++
-		if err := q.Ensure(ctx); err != nil {
+		err := first // the first attempt is the caller's
+		if attempt > 1 {
+			err = q.Ensure(ctx)
+		}
+		if err != nil {
 			log.Warn("push: cannot create the push streams yet; retrying", "attempt", attempt, "err", err)
 			return retry.RetryableError(err)
 		}
-		if attempt > 1 {
-			log.Info("push: push streams ready", "attempts", attempt)
-		}
+		log.Info("push: push streams ready", "attempts", attempt)
 		return nil
 	})
 }

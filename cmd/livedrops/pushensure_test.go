@@ -19,23 +19,14 @@ import (
 // creates, does not exist) keeps retrying instead of exiting, and its notifier's consumers exist once
 // the stream does; a stopping worker's retries end with its context.
 func TestPushQueueIsEnsuredOnceItCanBe(t *testing.T) {
-	srv := natstest.Start(t)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	queue, err := jetstream.NewPushQueue(nc, jetstream.PushQueueConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, queue, first := newPushQueue(t)
 	var logs syncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- ensurePushQueue(ctx, queue, log) }()
+	go func() { done <- ensurePushQueue(ctx, queue, first, log) }()
 
 	// It fails at first, and says so, without giving up.
 	deadline := time.Now().Add(20 * time.Second)
@@ -87,19 +78,10 @@ func TestPushQueueIsEnsuredOnceItCanBe(t *testing.T) {
 }
 
 func TestPushQueueRetriesEndWithTheWorker(t *testing.T) {
-	srv := natstest.Start(t)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	queue, err := jetstream.NewPushQueue(nc, jetstream.PushQueueConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, queue, first := newPushQueue(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- ensurePushQueue(ctx, queue, slog.New(slog.DiscardHandler)) }()
+	go func() { done <- ensurePushQueue(ctx, queue, first, slog.New(slog.DiscardHandler)) }()
 	time.Sleep(time.Second) // a few failed attempts: no events stream
 	cancel()
 	select {
@@ -110,4 +92,27 @@ func TestPushQueueRetriesEndWithTheWorker(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("ensurePushQueue kept retrying after its context ended")
 	}
+}
+
+// newPushQueue is a push queue on a NATS server of its own without the events stream, and the error of
+// its first Ensure (the relay has not created the events stream yet).
+func newPushQueue(t *testing.T) (*nats.Conn, *jetstream.PushQueue, error) {
+	t.Helper()
+	srv := natstest.Start(t)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	queue, err := jetstream.NewPushQueue(nc, jetstream.PushQueueConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	first := queue.Ensure(ctx)
+	if first == nil {
+		t.Fatal("the push queue was created without the events stream")
+	}
+	return nc, queue, first
 }
