@@ -79,14 +79,15 @@ func runFaults(t *testing.T, p params, cluster bool) {
 	s := startStack(t, stackConfig{redisCluster: cluster, reqTimeout: 3 * time.Second})
 	w := seedWorld(t, s, 4, p.followers)
 	pw := seedPush(t, s, w, p.offline)
+	l := newLoad(t, s, w, p.pace)
 	started := time.Now()
-	registerDevices(t, s, w, pw)
+	registerDevices(t, s, w, pw, l)
 	t.Logf("%d devices registered (%d offline followers, %d of the clients' users) in %s", len(pw.offline)+len(pw.online),
 		len(pw.offline), len(pw.online), time.Since(started).Round(time.Millisecond))
 	started = time.Now()
 	c := startClients(t, s, w, 2)
 	t.Logf("%d sockets connected over 2 hubs in %s", p.followers, time.Since(started).Round(time.Millisecond))
-	r := &run{t: t, p: p, s: s, w: w, c: c, l: newLoad(t, s, w, p.pace), pw: pw, pushAt: s.push.stats(), nextC: 1, seen: map[string]bool{}}
+	r := &run{t: t, p: p, s: s, w: w, c: c, l: l, pw: pw, pushAt: s.push.stats(), nextC: 1, seen: map[string]bool{}}
 	if err := s.db.QueryRow(context.Background(), `SELECT coalesce(max(id), 0), coalesce(max(event_id::bigint), 0) FROM outbox`).
 		Scan(&r.fromRow, &r.maxID); err != nil {
 		t.Fatal(err)

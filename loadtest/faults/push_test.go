@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -218,7 +217,7 @@ func seedPush(t *testing.T, s *stack, w *world, n int) *pushWorld {
 // registerDevices gives every offline follower and a tenth of the clients' users one device through
 // the api, FCM and Web Push in turn (each Web Push subscription with keys of its own, which the
 // stand-in decrypts with).
-func registerDevices(t *testing.T, s *stack, w *world, pw *pushWorld) {
+func registerDevices(t *testing.T, s *stack, w *world, pw *pushWorld, l *load) {
 	t.Helper()
 	type reg struct {
 		user int64
@@ -231,7 +230,6 @@ func registerDevices(t *testing.T, s *stack, w *world, pw *pushWorld) {
 	for i, u := range pw.online {
 		regs = append(regs, reg{u, i%2 == 0})
 	}
-	client := &http.Client{Timeout: 30 * time.Second}
 	work := make(chan reg)
 	var mu sync.Mutex
 	var errs []error
@@ -240,7 +238,7 @@ func registerDevices(t *testing.T, s *stack, w *world, pw *pushWorld) {
 		wg.Go(func() {
 			base := s.apis[g%len(s.apis)].base()
 			for r := range work {
-				if err := registerDevice(client, base, r.user, w.tokens[r.user], r.fcm, s.push); err != nil {
+				if err := registerDevice(l, base, r.user, w.tokens[r.user], r.fcm, s.push); err != nil {
 					mu.Lock()
 					errs = append(errs, err)
 					mu.Unlock()
@@ -258,7 +256,7 @@ func registerDevices(t *testing.T, s *stack, w *world, pw *pushWorld) {
 	}
 }
 
-func registerDevice(client *http.Client, base string, user int64, token string, isFCM bool, p *pushStandins) error {
+func registerDevice(l *load, base string, user int64, token string, isFCM bool, p *pushStandins) error {
 	var body any
 	if isFCM {
 		body = map[string]any{"platform": "fcm", "token": fmt.Sprintf("faults-%d-APA91bHun4MxP5egoKMwt2KZFBaFUH-1RYqx", user)}
@@ -270,21 +268,16 @@ func registerDevice(client *http.Client, base string, user int64, token string, 
 		body = map[string]any{"platform": "webpush", "subscription": map[string]any{"endpoint": sub.Endpoint,
 			"expirationTime": nil, "keys": map[string]string{"p256dh": sub.P256dh, "auth": sub.Auth}}}
 	}
-	b, _ := json.Marshal(body)
-	req, err := http.NewRequest(http.MethodPost, fmt.Sprintf("%s/users/%d/devices", base, user), strings.NewReader(string(b)))
+	b, err := json.Marshal(body)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
+	a := l.post(fmt.Sprintf("%s/users/%d/devices", base, user), token, string(b))
+	if a.err != nil {
+		return a.err
 	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusCreated {
-		return fmt.Errorf("POST /users/%d/devices: %d %s", user, resp.StatusCode, msg)
+	if a.status != http.StatusCreated {
+		return fmt.Errorf("POST /users/%d/devices: %d %s", user, a.status, a.code)
 	}
 	return nil
 }
